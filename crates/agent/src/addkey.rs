@@ -1,0 +1,105 @@
+//! The `tpm-add-key` extension: how `ssh-tpm-add` hands a key file to the agent.
+//!
+//! The wire format is the Go ssh-tpm-agent's, so its scripts keep working: the extension
+//! (SSH_AGENTC_EXTENSION, draft-miller-ssh-agent 3.8) named `tpm-add-key` carries
+//! `byte 17 (or 25)`, `string "TPMKEY"`, `string key file`, `string certificate blob`
+//! (empty for none), then OpenSSH constraints (PROTOCOL.agent) to the end.
+
+use ssh_encoding::{Decode, Encode, Reader};
+use ssh_key::Certificate;
+use ssh_tpm_keyfile::TpmKey;
+
+use crate::error::{Error, Result};
+
+/// The extension name.
+pub const EXTENSION: &str = "tpm-add-key";
+const KEY_TYPE: &str = "TPMKEY";
+const ADD_IDENTITY: u8 = 17;
+const ADD_ID_CONSTRAINED: u8 = 25;
+
+/// A decoded `tpm-add-key` request.
+#[derive(Debug)]
+pub struct AddKey {
+    pub key: TpmKey,
+    pub certificate: Option<Certificate>,
+    /// Raw constraint bytes; none are honoured yet, so a request with any is refused.
+    pub constraints: Vec<u8>,
+}
+
+/// Encodes the extension contents for `key` (PEM) and an optional certificate.
+pub fn encode(key: &TpmKey, certificate: Option<&Certificate>) -> Result<Vec<u8>> {
+    let mut out = vec![ADD_IDENTITY];
+    let cert = match certificate {
+        Some(cert) => cert
+            .to_bytes()
+            .map_err(|e| Error::Protocol(e.to_string()))?,
+        None => Vec::new(),
+    };
+    let pem = key.to_pem();
+    let fields: [&[u8]; 3] = [KEY_TYPE.as_bytes(), pem.as_bytes(), &cert];
+    for field in fields {
+        field
+            .encode(&mut out)
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+    }
+    Ok(out)
+}
+
+/// Decodes the extension contents.
+pub fn decode(mut contents: &[u8]) -> Result<AddKey> {
+    let bad = |what: &str| Error::Protocol(format!("malformed tpm-add-key request: {what}"));
+    let reader = &mut contents;
+    match u8::decode(reader).map_err(|_| bad("empty"))? {
+        ADD_IDENTITY | ADD_ID_CONSTRAINED => {}
+        other => return Err(bad(&format!("message type {other}, expected 17 or 25"))),
+    }
+    let key_type = String::decode(reader).map_err(|_| bad("key type"))?;
+    if key_type != KEY_TYPE {
+        return Err(bad(&format!("key type {key_type:?}, expected \"TPMKEY\"")));
+    }
+    let key_bytes = Vec::<u8>::decode(reader).map_err(|_| bad("key file"))?;
+    let cert_bytes = Vec::<u8>::decode(reader).map_err(|_| bad("certificate"))?;
+    let key = TpmKey::from_bytes(&key_bytes).map_err(|e| Error::Protocol(e.to_string()))?;
+    let certificate = if cert_bytes.is_empty() {
+        None
+    } else {
+        Some(
+            Certificate::from_bytes(&cert_bytes)
+                .map_err(|e| Error::Protocol(format!("unreadable certificate: {e}")))?,
+        )
+    };
+    let mut constraints = vec![0u8; reader.remaining_len()];
+    reader
+        .read(&mut constraints)
+        .map_err(|_| bad("constraints"))?;
+    Ok(AddKey {
+        key,
+        certificate,
+        constraints,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_without_certificate() {
+        let key = TpmKey::new_loadable(0x4000_0001, vec![0, 2, 1, 2], vec![0, 1, 7], true);
+        let wire = encode(&key, None).expect("encodes");
+        assert_eq!(wire[0], 17);
+        assert_eq!(&wire[1..11], b"\0\0\0\x06TPMKEY");
+        let decoded = decode(&wire).expect("decodes");
+        assert_eq!(decoded.key, key);
+        assert!(decoded.certificate.is_none());
+        assert!(decoded.constraints.is_empty());
+    }
+
+    #[test]
+    fn refuses_other_key_types() {
+        let mut wire = vec![17];
+        "ssh-ed25519".encode(&mut wire).expect("encodes");
+        let err = decode(&wire).expect_err("refused");
+        assert!(err.to_string().contains("expected \"TPMKEY\""), "{err}");
+    }
+}

@@ -1,0 +1,17 @@
+//! The ssh-tpm agent: an ssh-agent whose private keys are TPM objects.
+//!
+//! Layout: [`socket`] decides where the agent listens and who may talk to it; [`server`]
+//! speaks the agent protocol; [`keyring`] holds the keys; [`askpass`] asks for PINs;
+//! [`addkey`] is the `tpm-add-key` extension that [`client`] uses to add key files.
+
+pub mod addkey;
+pub mod askpass;
+pub mod client;
+mod error;
+pub mod keyring;
+pub mod server;
+pub mod socket;
+
+pub use error::{Error, Result};
+pub use keyring::{AgentKey, Keyring};
+pub use server::Agent;

@@ -1,0 +1,71 @@
+//! `ssh-tpm-add`: hands TPM key files (and the certificate beside each) to a running
+//! ssh-tpm-agent.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use ssh_key::{Certificate, PublicKey};
+use ssh_tpm::CliError;
+use ssh_tpm_agent_core::client;
+use ssh_tpm_agent_core::keyring::sibling;
+use ssh_tpm_keyfile::TpmKey;
+
+/// Add TPM key files to the agent at $SSH_TPM_AUTH_SOCK (or $SSH_AUTH_SOCK).
+#[derive(Debug, Parser)]
+#[command(name = "ssh-tpm-add", version)]
+struct Args {
+    /// Key files (NAME.tpm); NAME-cert.pub is added with each when present
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let socket = match client::socket_from_env() {
+        Ok(socket) => socket,
+        Err(e) => return ssh_tpm::report("ssh-tpm-add", &e.into()),
+    };
+    let mut status = ExitCode::SUCCESS;
+    for file in &args.files {
+        if let Err(e) = add(&socket, file) {
+            status = ssh_tpm::report("ssh-tpm-add", &e);
+        }
+    }
+    status
+}
+
+fn add(socket: &Path, file: &Path) -> Result<(), CliError> {
+    let bytes = std::fs::read(file)
+        .map_err(|e| CliError::io(format!("cannot read {}", file.display()), e))?;
+    let mut key = TpmKey::from_bytes(&bytes).map_err(|source| CliError::KeyFile {
+        path: file.display().to_string(),
+        source,
+    })?;
+    // The Go tool's message has no comment field; the agent shows the key's description,
+    // so carry the .pub comment there (in this message only, not in the file).
+    let comment = std::fs::read_to_string(sibling(file, ".pub"))
+        .ok()
+        .and_then(|text| PublicKey::from_openssh(text.trim()).ok())
+        .map(|public| public.comment().to_string())
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| file.display().to_string());
+    key.description = Some(comment.clone());
+
+    let cert_path = sibling(file, "-cert.pub");
+    let certificate = match std::fs::read_to_string(&cert_path) {
+        Ok(text) => Some(Certificate::from_openssh(text.trim()).map_err(|e| {
+            CliError::Usage(format!(
+                "{}: unreadable certificate: {e}",
+                cert_path.display()
+            ))
+        })?),
+        Err(_) => None,
+    };
+    client::add_key(socket, &key, certificate.as_ref())?;
+    println!("Identity added: {} ({comment})", file.display());
+    if certificate.is_some() {
+        println!("Certificate added: {}", cert_path.display());
+    }
+    Ok(())
+}

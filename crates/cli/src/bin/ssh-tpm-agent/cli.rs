@@ -1,0 +1,35 @@
+//! Command line of `ssh-tpm-agent`.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use ssh_tpm::tpm_args::TpmArgs;
+
+/// An ssh-agent whose keys live in the TPM. Serves every *.tpm key under --key-dir.
+#[derive(Debug, Parser)]
+#[command(name = "ssh-tpm-agent", version)]
+pub struct Args {
+    #[command(flatten)]
+    pub tpm: TpmArgs,
+
+    /// Socket to listen on [default: $SSH_TPM_AUTH_SOCK, else
+    /// $XDG_RUNTIME_DIR/ssh-tpm-agent.sock]
+    #[arg(short = 'l', value_name = "SOCKET")]
+    pub socket: Option<PathBuf>,
+
+    /// Directory searched (recursively) for *.tpm keys [default: ~/.ssh]
+    #[arg(long, value_name = "DIR")]
+    pub key_dir: Option<PathBuf>,
+
+    /// Load no keys at start; add them later with ssh-tpm-add
+    #[arg(long)]
+    pub no_load: bool,
+
+    /// Print the socket path and exit
+    #[arg(long)]
+    pub print_socket: bool,
+
+    /// Log every request (keys are named by fingerprint; PINs never appear)
+    #[arg(short = 'd')]
+    pub debug: bool,
+}

@@ -1,0 +1,95 @@
+//! `ssh-tpm-agent`: serves TPM keys to OpenSSH over the agent protocol.
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use ssh_tpm::CliError;
+use ssh_tpm_agent_core::{server, socket, Agent};
+use ssh_tpm_tpm::TpmService;
+use tokio::signal::unix::{signal, SignalKind};
+
+use cli::Args;
+
+fn main() -> ExitCode {
+    ssh_tpm::quiet_tss();
+    let args = Args::parse();
+    if args.print_socket {
+        return match socket::resolve(args.socket.as_deref()) {
+            Ok(path) => {
+                println!("{}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => ssh_tpm::report("ssh-tpm-agent", &e.into()),
+        };
+    }
+    let level = if args.debug {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::INFO
+    };
+    ssh_tpm::init_logging(level);
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => ssh_tpm::report("ssh-tpm-agent", &e),
+    }
+}
+
+fn run(args: Args) -> Result<(), CliError> {
+    let path = socket::resolve(args.socket.as_deref())?;
+    let tpm = TpmService::start(args.tpm.target()?)?;
+    let agent = Agent::new(tpm);
+    if !args.no_load {
+        let dir = match args.key_dir {
+            Some(dir) => dir,
+            None => default_key_dir()?,
+        };
+        for failure in agent.keyring().load_dir(&dir) {
+            tracing::warn!("not loaded: {failure}");
+        }
+    }
+
+    let listener = socket::bind(&path)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::io("cannot start the event loop", e))?;
+    let agent = Arc::new(agent);
+    let served = runtime.block_on(async {
+        let listener = tokio::net::UnixListener::from_std(listener)
+            .map_err(|e| CliError::io("cannot use the socket", e))?;
+        let mut term = signal(SignalKind::terminate())
+            .map_err(|e| CliError::io("cannot handle SIGTERM", e))?;
+        let mut int =
+            signal(SignalKind::interrupt()).map_err(|e| CliError::io("cannot handle SIGINT", e))?;
+        tracing::info!(socket = %path.display(), "listening");
+        let stop = async {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        server::serve(Arc::clone(&agent), listener, stop).await;
+        Ok::<(), CliError>(())
+    });
+    // Connections still open hold the agent; ending the runtime drops them.
+    drop(runtime);
+    let _ = std::fs::remove_file(&path);
+    if let Ok(agent) = Arc::try_unwrap(agent) {
+        agent.into_tpm().shutdown();
+    }
+    tracing::info!("stopped");
+    served
+}
+
+fn default_key_dir() -> Result<PathBuf, CliError> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|home| PathBuf::from(home).join(".ssh"))
+        .ok_or_else(|| {
+            CliError::Usage("HOME is not set; name the key directory with --key-dir".into())
+        })
+}

@@ -1,0 +1,158 @@
+//! `ssh-tpm-keygen`: creates an SSH key inside the TPM and writes its key files.
+
+mod cli;
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use ssh_key::{HashAlg, PublicKey};
+use ssh_tpm::{files, prompt, CliError};
+use ssh_tpm_tpm::{KeySpec, Pin, Tpm};
+
+use cli::Args;
+
+fn main() -> ExitCode {
+    ssh_tpm::quiet_tss();
+    ssh_tpm::init_logging(tracing::Level::WARN);
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => ssh_tpm::report("ssh-tpm-keygen", &e),
+    }
+}
+
+fn run(args: Args) -> Result<(), CliError> {
+    let target = args.tpm.target()?;
+    if args.supported {
+        return print_supported(&mut Tpm::open(&target)?);
+    }
+    let spec = KeySpec::from_type_and_bits(&args.key_type, args.bits)?;
+
+    // Everything the user must decide comes before the TPM does any work.
+    let stem = match args.file {
+        Some(path) => strip_tpm_suffix(path),
+        None => ask_file(spec)?,
+    };
+    let key_path = with_suffix(&stem, ".tpm");
+    let pub_path = with_suffix(&stem, ".pub");
+    for existing in [&key_path, &pub_path].into_iter().filter(|p| p.exists()) {
+        let question = format!("{} already exists.\nOverwrite (y/n)? ", existing.display());
+        if !prompt::confirm(&question)? {
+            return Err(CliError::Usage(format!(
+                "{} was not overwritten; nothing was created",
+                existing.display()
+            )));
+        }
+    }
+    let pin = match args.pin {
+        Some(pin) => Pin::from(pin),
+        None => prompt::new_pin()?,
+    };
+    let comment = args.comment.unwrap_or_else(default_comment);
+
+    eprintln!("Generating a {spec} key inside the TPM...");
+    let key = Tpm::open(&target)?.create_key(spec, &pin)?;
+    let public = ssh_tpm_tpm::decode_public(&key.pubkey)?;
+    let mut public = PublicKey::from(ssh_tpm_tpm::ssh_public_key(&public)?);
+    public.set_comment(&comment);
+    let public_line = public
+        .to_openssh()
+        .map_err(|e| CliError::Usage(format!("cannot encode the public key: {e}")))?;
+
+    files::write_atomic(&key_path, key.to_pem().as_bytes(), 0o600)?;
+    files::write_atomic(&pub_path, format!("{public_line}\n").as_bytes(), 0o644)?;
+    println!(
+        "Your identification has been saved in {}",
+        key_path.display()
+    );
+    println!("Your public key has been saved in {}", pub_path.display());
+    println!("The key fingerprint is:");
+    println!("{} {comment}", public.fingerprint(HashAlg::Sha256));
+    Ok(())
+}
+
+fn print_supported(tpm: &mut Tpm) -> Result<(), CliError> {
+    let supported = tpm.supported()?;
+    for (name, specs) in [
+        (
+            "ecdsa",
+            [KeySpec::EcdsaP256, KeySpec::EcdsaP384, KeySpec::EcdsaP521].as_slice(),
+        ),
+        ("rsa", [KeySpec::Rsa2048, KeySpec::Rsa3072].as_slice()),
+    ] {
+        let bits: Vec<String> = specs
+            .iter()
+            .filter(|s| supported.contains(s))
+            .map(|s| s.bits().to_string())
+            .collect();
+        if !bits.is_empty() {
+            println!("{name} {}", bits.join(" "));
+        }
+    }
+    Ok(())
+}
+
+/// Asks where to save the key, offering ssh-keygen's default.
+fn ask_file(spec: KeySpec) -> Result<PathBuf, CliError> {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .ok_or_else(|| CliError::Usage("HOME is not set; name the key file with -f".into()))?;
+    let default = home.join(".ssh").join(spec.default_file_stem());
+    let question = format!(
+        "Enter file in which to save the key ({}): ",
+        default.display()
+    );
+    let answer = prompt::line(&question)?.unwrap_or_default();
+    if answer.trim().is_empty() {
+        let ssh_dir = home.join(".ssh");
+        if !ssh_dir.exists() {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&ssh_dir)
+                .map_err(|e| CliError::io(format!("cannot create {}", ssh_dir.display()), e))?;
+        }
+        Ok(default)
+    } else {
+        Ok(strip_tpm_suffix(PathBuf::from(answer.trim())))
+    }
+}
+
+fn strip_tpm_suffix(path: PathBuf) -> PathBuf {
+    match path.to_str().and_then(|p| p.strip_suffix(".tpm")) {
+        Some(stem) if !stem.is_empty() => PathBuf::from(stem),
+        _ => path,
+    }
+}
+
+fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {
+    let mut name = stem.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// `user@host`, as ssh-keygen writes.
+fn default_comment() -> String {
+    let user = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(user_name_from_passwd);
+    let uname = rustix::system::uname();
+    let host = uname.nodename().to_string_lossy();
+    format!("{user}@{host}")
+}
+
+/// The current user's name from /etc/passwd, else the numeric uid.
+fn user_name_from_passwd() -> String {
+    let uid = rustix::process::getuid().as_raw().to_string();
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                (fields.nth(1)? == uid).then(|| name.to_string())
+            })
+        })
+        .unwrap_or(uid)
+}

@@ -1,0 +1,470 @@
+//! One open TPM: parents, loaded keys and the authorization session stay warm, so that a
+//! signature with a key used before costs a single TPM2_Sign (TPM 2.0 Part 3, 20.2).
+
+use std::str::FromStr;
+
+use sha2::Digest as _;
+use ssh_key::HashAlg;
+use ssh_tpm_keyfile::{handle, KeyType, TpmKey};
+use tss_esapi::attributes::SessionAttributesBuilder;
+use tss_esapi::constants::response_code::Tss2ResponseCodeKind;
+use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
+use tss_esapi::constants::{CapabilityType, SessionType, StartupType};
+use tss_esapi::handles::{KeyHandle, PersistentTpmHandle, TpmHandle};
+use tss_esapi::interface_types::algorithm::HashingAlgorithm;
+use tss_esapi::interface_types::resource_handles::Hierarchy;
+use tss_esapi::interface_types::session_handles::AuthSession;
+use tss_esapi::structures::{
+    Auth, CapabilityData, Digest, HashScheme, HashcheckTicket, Private, Public, PublicBuffer,
+    PublicParameters, SignatureScheme, SymmetricDefinition,
+};
+use tss_esapi::tcti_ldr::TctiNameConf;
+use tss_esapi::traits::Marshall;
+use tss_esapi::tss2_esys::{TPM2B_DIGEST, TPMT_TK_HASHCHECK};
+use tss_esapi::Context;
+
+use crate::error::{response_kind, Error, Result};
+use crate::public::{decode_public, key_spec, ssh_signature};
+use crate::secret::Pin;
+use crate::swtpm::EmbeddedSwtpm;
+use crate::target::{device_path, TpmTarget};
+use crate::template::{signing_key, storage_primary, KeySpec};
+
+/// Most keys kept loaded at once; beyond this the least recently used is flushed.
+const MAX_LOADED: usize = 16;
+
+/// The digest a signature is made over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignHash {
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl SignHash {
+    /// The hash SSH pairs with an ECDSA key (RFC 5656 6.2.1); `None` for RSA, whose hash
+    /// the client picks.
+    pub fn for_ecdsa(spec: KeySpec) -> Option<Self> {
+        match spec {
+            KeySpec::EcdsaP256 => Some(SignHash::Sha256),
+            KeySpec::EcdsaP384 => Some(SignHash::Sha384),
+            KeySpec::EcdsaP521 => Some(SignHash::Sha512),
+            KeySpec::Rsa2048 | KeySpec::Rsa3072 => None,
+        }
+    }
+
+    fn digest(self, data: &[u8]) -> Vec<u8> {
+        match self {
+            SignHash::Sha256 => sha2::Sha256::digest(data).to_vec(),
+            SignHash::Sha384 => sha2::Sha384::digest(data).to_vec(),
+            SignHash::Sha512 => sha2::Sha512::digest(data).to_vec(),
+        }
+    }
+
+    fn tpm(self) -> HashingAlgorithm {
+        match self {
+            SignHash::Sha256 => HashingAlgorithm::Sha256,
+            SignHash::Sha384 => HashingAlgorithm::Sha384,
+            SignHash::Sha512 => HashingAlgorithm::Sha512,
+        }
+    }
+
+    fn ssh(self) -> HashAlg {
+        match self {
+            SignHash::Sha512 => HashAlg::Sha512,
+            _ => HashAlg::Sha256,
+        }
+    }
+}
+
+/// A key the TPM currently holds, found again by its private blob.
+struct LoadedKey {
+    parent: u32,
+    private: Vec<u8>,
+    handle: KeyHandle,
+    last_used: u64,
+}
+
+/// An open connection to a TPM. Not `Send`: keep it on one thread (see [`crate::service`]).
+pub struct Tpm {
+    // Field order is drop order: the TPM connection closes before the embedded swtpm stops.
+    ctx: Context,
+    parents: Vec<(u32, KeyHandle)>,
+    session: Option<AuthSession>,
+    loaded: Vec<LoadedKey>,
+    clock: u64,
+    embedded: Option<EmbeddedSwtpm>,
+}
+
+impl Tpm {
+    /// Connects to the TPM, starting the embedded swtpm if that is the target.
+    pub fn open(target: &TpmTarget) -> Result<Self> {
+        let (tcti, embedded) = match target {
+            TpmTarget::Tcti(tcti) => {
+                if let Some(device) = device_path(tcti).filter(|d| !d.exists()) {
+                    return Err(Error::NoTpm(device.to_path_buf()));
+                }
+                (tcti.clone(), None)
+            }
+            TpmTarget::Embedded(dir) => {
+                let swtpm = EmbeddedSwtpm::start(dir)?;
+                (swtpm.tcti(), Some(swtpm))
+            }
+        };
+        let conf = TctiNameConf::from_str(&tcti).map_err(|_| Error::Tcti {
+            tcti: tcti.clone(),
+            reason: "not a TCTI string; examples: device:/dev/tpmrm0, \
+                     swtpm:host=127.0.0.1,port=2321"
+                .into(),
+        })?;
+        let mut ctx = Context::new(conf).map_err(|e| Error::Tcti {
+            tcti: tcti.clone(),
+            reason: e.to_string(),
+        })?;
+
+        // TPM2_Startup doubles as the "is anybody there" probe; a started TPM answers
+        // TPM_RC_INITIALIZE, which is fine.
+        if let Err(e) = ctx.startup(StartupType::Clear) {
+            if response_kind(e) != Some(Tss2ResponseCodeKind::Initialize) {
+                return Err(Error::Tcti {
+                    tcti,
+                    reason: format!("the TPM did not answer ({e})"),
+                });
+            }
+        }
+        tracing::debug!(%tcti, "TPM open");
+        Ok(Tpm {
+            ctx,
+            parents: Vec::new(),
+            session: None,
+            loaded: Vec::new(),
+            clock: 0,
+            embedded,
+        })
+    }
+
+    /// The key kinds this TPM can create (ECC curves it lists, RSA sizes it accepts).
+    pub fn supported(&mut self) -> Result<Vec<KeySpec>> {
+        let (caps, _) = self
+            .ctx
+            .get_capability(CapabilityType::EccCurves, 0, 64)
+            .map_err(|e| Error::tss("reading the TPM's ECC curves", e))?;
+        let curves = match caps {
+            CapabilityData::EccCurves(list) => list.into_inner(),
+            _ => Vec::new(),
+        };
+        let mut supported = Vec::new();
+        for spec in KeySpec::ALL {
+            let ok = match signing_key(spec, false)? {
+                Public::Ecc { parameters, .. } => {
+                    curves.iter().any(|c| *c == parameters.ecc_curve().into())
+                }
+                Public::Rsa { parameters, .. } => self
+                    .ctx
+                    .test_parms(PublicParameters::Rsa(parameters))
+                    .is_ok(),
+                _ => false,
+            };
+            if ok {
+                supported.push(spec);
+            }
+        }
+        Ok(supported)
+    }
+
+    /// Creates a signing key under the owner hierarchy's storage key. The PIN travels in
+    /// a session salted to that key, with parameter encryption.
+    pub fn create_key(&mut self, spec: KeySpec, pin: &Pin) -> Result<TpmKey> {
+        let template = signing_key(spec, !pin.is_empty())?;
+        let parent = self.parent(handle::OWNER)?;
+        let session = self.session(parent)?;
+        let auth = auth_value(pin)?;
+        let created = self
+            .ctx
+            .execute_with_session(Some(session), |ctx| {
+                ctx.create(parent, template, Some(auth), None, None, None)
+            })
+            .map_err(|e| self.session_failed("creating the key", e))?;
+
+        let public = PublicBuffer::try_from(created.out_public)
+            .and_then(|p| p.marshall())
+            .map_err(|e| Error::tss("encoding the new key", e))?;
+        let private = tpm2b(created.out_private.value());
+        Ok(TpmKey::new_loadable(
+            handle::OWNER,
+            public,
+            private,
+            pin.is_empty(),
+        ))
+    }
+
+    /// Signs `data` with `key`. A key that needs a PIN is never tried with an empty one.
+    pub fn sign(
+        &mut self,
+        key: &TpmKey,
+        pin: &Pin,
+        hash: SignHash,
+        data: &[u8],
+    ) -> Result<ssh_key::Signature> {
+        if key.key_type != KeyType::Loadable {
+            return Err(Error::Unsupported(
+                "only loadable keys can sign; import other kinds with ssh-tpm-keygen --import"
+                    .into(),
+            ));
+        }
+        if !key.empty_auth && pin.is_empty() {
+            return Err(Error::PinRequired);
+        }
+        let public = decode_public(&key.pubkey)?;
+        let spec = key_spec(&public)?;
+        let handle = self.load(key, public)?;
+
+        let session = if key.empty_auth {
+            AuthSession::Password
+        } else {
+            let parent = self.parent(key.parent)?;
+            self.session(parent)?
+        };
+        self.ctx
+            .tr_set_auth(handle.into(), auth_value(pin)?)
+            .map_err(|e| Error::tss("setting the PIN", e))?;
+
+        let digest = Digest::try_from(hash.digest(data))
+            .map_err(|e| Error::tss("preparing the digest", e))?;
+        let hash_scheme = HashScheme::new(hash.tpm());
+        let scheme = match spec {
+            KeySpec::Rsa2048 | KeySpec::Rsa3072 => SignatureScheme::RsaSsa { hash_scheme },
+            _ => SignatureScheme::EcDsa { hash_scheme },
+        };
+        let signature = self
+            .ctx
+            .execute_with_session(Some(session), |ctx| {
+                ctx.sign(handle, digest, scheme, null_ticket()?)
+            })
+            .map_err(|e| self.session_failed("signing", e))?;
+        ssh_signature(spec, hash.ssh(), signature)
+    }
+
+    /// The parent key a key file names: the H-2 storage primary of a hierarchy, created
+    /// once per connection, or a persistent key by its handle.
+    fn parent(&mut self, parent: u32) -> Result<KeyHandle> {
+        if let Some((_, key)) = self.parents.iter().find(|(h, _)| *h == parent) {
+            return Ok(*key);
+        }
+        let key = if handle::is_hierarchy(parent) {
+            let hierarchy = match parent {
+                handle::ENDORSEMENT => Hierarchy::Endorsement,
+                handle::NULL => Hierarchy::Null,
+                handle::PLATFORM => Hierarchy::Platform,
+                _ => Hierarchy::Owner,
+            };
+            let template = storage_primary()?;
+            self.with_room(|ctx| {
+                ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
+                    ctx.create_primary(hierarchy, template.clone(), None, None, None, None)
+                })
+                .map(|created| created.key_handle)
+            })
+            .map_err(|e| Error::tss("creating the storage key", e))?
+        } else if handle::is_persistent(parent) {
+            let persistent = PersistentTpmHandle::new(parent)
+                .map_err(|e| Error::tss("naming the persistent parent", e))?;
+            self.ctx
+                .tr_from_tpm_public(TpmHandle::Persistent(persistent))
+                .map_err(|_| {
+                    Error::Unsupported(format!(
+                        "the key's parent {parent:#010x} is not in this TPM; \
+                         the key belongs to another TPM or its parent was evicted"
+                    ))
+                })?
+                .into()
+        } else {
+            return Err(Error::Unsupported(format!(
+                "parent handle {parent:#010x} is neither a hierarchy nor a persistent key"
+            )));
+        };
+        self.parents.push((parent, key));
+        Ok(key)
+    }
+
+    /// The HMAC session salted to `salt_key`, started once and reused.
+    fn session(&mut self, salt_key: KeyHandle) -> Result<AuthSession> {
+        if let Some(session) = self.session {
+            return Ok(session);
+        }
+        let session = self
+            .ctx
+            .start_auth_session(
+                Some(salt_key),
+                None,
+                None,
+                SessionType::Hmac,
+                SymmetricDefinition::AES_128_CFB,
+                HashingAlgorithm::Sha256,
+            )
+            .map_err(|e| Error::tss("starting an authorization session", e))?
+            .ok_or_else(|| Error::Unsupported("the TPM returned no session".into()))?;
+        let (attributes, mask) = SessionAttributesBuilder::new()
+            .with_decrypt(true)
+            .with_continue_session(true)
+            .build();
+        self.ctx
+            .tr_sess_set_attributes(session, attributes, mask)
+            .map_err(|e| Error::tss("configuring the session", e))?;
+        self.session = Some(session);
+        Ok(session)
+    }
+
+    /// Maps a failed command to an error; the session is dropped in case the failure
+    /// left it out of step with the TPM (it is cheap to start another).
+    fn session_failed(&mut self, op: &'static str, error: tss_esapi::Error) -> Error {
+        self.drop_session();
+        Error::tss(op, error)
+    }
+
+    fn drop_session(&mut self) {
+        if let Some(session) = self.session.take() {
+            let handle = tss_esapi::handles::SessionHandle::from(session);
+            let _ = self.ctx.flush_context(handle.into());
+        }
+    }
+
+    /// Loads a key (or finds it loaded), flushing the least recently used key when the
+    /// TPM has no room left.
+    fn load(&mut self, key: &TpmKey, public: Public) -> Result<KeyHandle> {
+        self.clock += 1;
+        let now = self.clock;
+        if let Some(loaded) = self
+            .loaded
+            .iter_mut()
+            .find(|l| l.parent == key.parent && l.private == key.privkey)
+        {
+            loaded.last_used = now;
+            return Ok(loaded.handle);
+        }
+        if self.loaded.len() >= MAX_LOADED {
+            self.flush_least_recent();
+        }
+        let parent = self.parent(key.parent)?;
+        let private = Private::try_from(tpm2b_contents(&key.privkey)?.to_vec())
+            .map_err(|_| Error::Unsupported("the key's private part is too large".into()))?;
+        let handle = self
+            .with_room(|ctx| {
+                ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
+                    ctx.load(parent, private.clone(), public.clone())
+                })
+            })
+            .map_err(|e| Error::tss("loading the key", e))?;
+        self.loaded.push(LoadedKey {
+            parent: key.parent,
+            private: key.privkey.clone(),
+            handle,
+            last_used: now,
+        });
+        Ok(handle)
+    }
+
+    /// Runs `op`, flushing loaded keys one by one while the TPM says it is out of object
+    /// memory (swtpm holds three objects).
+    fn with_room<T>(
+        &mut self,
+        mut op: impl FnMut(&mut Context) -> tss_esapi::Result<T>,
+    ) -> tss_esapi::Result<T> {
+        loop {
+            match op(&mut self.ctx) {
+                Err(e)
+                    if response_kind(e) == Some(Tss2ResponseCodeKind::ObjectMemory)
+                        && self.flush_least_recent() => {}
+                other => return other,
+            }
+        }
+    }
+
+    fn flush_least_recent(&mut self) -> bool {
+        let Some(index) = (0..self.loaded.len()).min_by_key(|&i| self.loaded[i].last_used) else {
+            return false;
+        };
+        let key = self.loaded.swap_remove(index);
+        let _ = self.ctx.flush_context(key.handle.into());
+        true
+    }
+}
+
+impl Drop for Tpm {
+    /// Leaves the TPM as we found it: swtpm has no resource manager, so objects we
+    /// loaded would otherwise stay and fill its three slots. An embedded swtpm also
+    /// gets TPM2_Shutdown so that it stops in order.
+    fn drop(&mut self) {
+        for key in std::mem::take(&mut self.loaded) {
+            let _ = self.ctx.flush_context(key.handle.into());
+        }
+        for (parent, key) in std::mem::take(&mut self.parents) {
+            if handle::is_hierarchy(parent) {
+                let _ = self.ctx.flush_context(key.into());
+            }
+        }
+        self.drop_session();
+        if self.embedded.is_some() {
+            let _ = self.ctx.shutdown(StartupType::Clear);
+        }
+    }
+}
+
+fn auth_value(pin: &Pin) -> Result<Auth> {
+    Auth::try_from(pin.expose().to_vec()).map_err(|_| {
+        Error::Unsupported("the PIN is too long for this TPM (at most 32 bytes)".into())
+    })
+}
+
+/// A "null" hashcheck ticket: the digest was not made by the TPM, which is fine for
+/// unrestricted keys (TPM 2.0 Part 2, 10.7.6).
+fn null_ticket() -> tss_esapi::Result<HashcheckTicket> {
+    HashcheckTicket::try_from(TPMT_TK_HASHCHECK {
+        tag: TPM2_ST_HASHCHECK,
+        hierarchy: TPM2_RH_NULL,
+        digest: TPM2B_DIGEST::default(),
+    })
+}
+
+/// Prefixes `bytes` with its big-endian u16 size (a TPM2B).
+fn tpm2b(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + bytes.len());
+    out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// The contents of a TPM2B, checking its size prefix.
+fn tpm2b_contents(bytes: &[u8]) -> Result<&[u8]> {
+    let malformed = || Error::Unsupported("the key file's private part is malformed".into());
+    let (size, rest) = bytes.split_first_chunk::<2>().ok_or_else(malformed)?;
+    let size = u16::from_be_bytes(*size) as usize;
+    if rest.len() != size {
+        return Err(malformed());
+    }
+    Ok(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tpm2b_round_trip() {
+        let wrapped = tpm2b(b"abc");
+        assert_eq!(wrapped, [0, 3, b'a', b'b', b'c']);
+        assert_eq!(tpm2b_contents(&wrapped).expect("well formed"), b"abc");
+        assert!(tpm2b_contents(&[0, 4, 1]).is_err());
+        assert!(tpm2b_contents(&[0]).is_err());
+    }
+
+    #[test]
+    fn ecdsa_hashes_follow_rfc5656() {
+        assert_eq!(
+            SignHash::for_ecdsa(KeySpec::EcdsaP384),
+            Some(SignHash::Sha384)
+        );
+        assert_eq!(SignHash::for_ecdsa(KeySpec::Rsa2048), None);
+        assert_eq!(SignHash::Sha384.digest(b"").len(), 48);
+    }
+}

@@ -1,0 +1,104 @@
+//! Errors of the TPM layer, worded for the person at the keyboard.
+
+use std::path::PathBuf;
+
+use tss_esapi::constants::response_code::{Tss2ResponseCode, Tss2ResponseCodeKind};
+
+/// Everything that can go wrong while reaching or using the TPM.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No TPM device node, and the user did not ask for the embedded swtpm.
+    #[error(
+        "no TPM found at {0}; run with --swtpm to use a software TPM kept in your state \
+         directory, or name another TPM with --tcti"
+    )]
+    NoTpm(PathBuf),
+
+    /// The TCTI string could not be parsed or the TPM behind it did not answer.
+    #[error("cannot reach the TPM through `{tcti}`: {reason}")]
+    Tcti { tcti: String, reason: String },
+
+    /// The embedded software TPM could not be started or used.
+    #[error("embedded swtpm: {0}")]
+    Swtpm(String),
+
+    /// The TPM rejected the PIN (TPM_RC_AUTH_FAIL / TPM_RC_BAD_AUTH).
+    #[error("wrong PIN: the TPM rejected it and counted a failed try")]
+    WrongPin,
+
+    /// The key needs a PIN and none was given; the TPM was not asked.
+    #[error("this key needs a PIN and none was given; the TPM was not asked")]
+    PinRequired,
+
+    /// The TPM refuses PIN-protected keys until its dictionary-attack lockout ends.
+    #[error(
+        "the TPM is in dictionary-attack lockout and refuses PINs for now; wait for the \
+         lockout to end or reset it with `tpm2_dictionarylockout --clear-lockout`"
+    )]
+    Lockout,
+
+    /// The key's private part does not fit this TPM (other TPM, cleared TPM, other parent).
+    #[error(
+        "this key belongs to a different TPM, or the TPM was cleared, or its parent is not \
+         the one in the key file; the key cannot be used here"
+    )]
+    ForeignKey,
+
+    /// A key or algorithm this code (or this TPM) does not handle.
+    #[error("{0}")]
+    Unsupported(String),
+
+    /// The key file is malformed.
+    #[error(transparent)]
+    KeyFile(#[from] ssh_tpm_keyfile::Error),
+
+    /// Any other TPM failure, with the operation that was running.
+    #[error("TPM error during {op}: {source}")]
+    Tss {
+        op: &'static str,
+        #[source]
+        source: tss_esapi::Error,
+    },
+
+    /// Local I/O (state directory, lock file, child process).
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Wraps a TPM error, turning the codes a user can act on into their own variants.
+    pub(crate) fn tss(op: &'static str, source: tss_esapi::Error) -> Self {
+        match response_kind(source) {
+            Some(Tss2ResponseCodeKind::AuthFail) | Some(Tss2ResponseCodeKind::BadAuth) => {
+                Error::WrongPin
+            }
+            Some(Tss2ResponseCodeKind::Lockout) => Error::Lockout,
+            Some(Tss2ResponseCodeKind::Integrity) => Error::ForeignKey,
+            _ => Error::Tss { op, source },
+        }
+    }
+
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// The TPM 2.0 response code kind behind a tss-esapi error, when there is one.
+pub(crate) fn response_kind(error: tss_esapi::Error) -> Option<Tss2ResponseCodeKind> {
+    match error {
+        tss_esapi::Error::Tss2Error(rc @ Tss2ResponseCode::FormatOne(_))
+        | tss_esapi::Error::Tss2Error(rc @ Tss2ResponseCode::FormatZero(_)) => rc.kind(),
+        _ => None,
+    }
+}

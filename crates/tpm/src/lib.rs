@@ -1,0 +1,22 @@
+//! TPM access for ssh-tpm: which TPM to reach (a TCTI or the embedded swtpm), the storage
+//! parent every key file names, creating signing keys, and signing with them.
+//!
+//! The library logs nothing above `debug`; the binaries decide what the user sees.
+
+mod device;
+mod error;
+mod public;
+mod secret;
+mod service;
+mod swtpm;
+mod target;
+mod template;
+
+pub use device::{SignHash, Tpm};
+pub use error::{Error, Result};
+pub use public::{decode_public, key_spec, ssh_public_key};
+pub use secret::Pin;
+pub use service::TpmService;
+pub use swtpm::EmbeddedSwtpm;
+pub use target::{embedded_state_dir, TpmTarget, DEFAULT_TCTI};
+pub use template::KeySpec;

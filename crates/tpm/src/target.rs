@@ -1,0 +1,78 @@
+//! Which TPM to talk to: a TCTI string as tpm2-tools take it, or the embedded swtpm.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The TCTI used when the user names none.
+pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
+
+/// Where the TPM is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TpmTarget {
+    /// A TCTI configuration string (`device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`).
+    Tcti(String),
+    /// A private swtpm whose state lives in this directory, started on demand.
+    Embedded(PathBuf),
+}
+
+impl TpmTarget {
+    /// Picks the TPM from the command line: `--tcti` wins, then `--swtpm`, then the default
+    /// device. The default device must exist; if it does not, the error suggests `--swtpm`.
+    pub fn resolve(tcti: Option<&str>, swtpm: bool) -> Result<Self> {
+        if let Some(tcti) = tcti.filter(|t| !t.is_empty()) {
+            return Ok(TpmTarget::Tcti(tcti.to_string()));
+        }
+        if swtpm {
+            return Ok(TpmTarget::Embedded(embedded_state_dir()?));
+        }
+        let device = device_path(DEFAULT_TCTI).unwrap_or(Path::new("/dev/tpmrm0"));
+        if !device.exists() {
+            return Err(Error::NoTpm(device.to_path_buf()));
+        }
+        Ok(TpmTarget::Tcti(DEFAULT_TCTI.to_string()))
+    }
+}
+
+/// The device node named by a `device:` TCTI (or a bare path), if it names one.
+pub fn device_path(tcti: &str) -> Option<&Path> {
+    let conf = tcti.strip_prefix("device:").unwrap_or(tcti);
+    conf.starts_with('/').then(|| Path::new(conf))
+}
+
+/// `$XDG_STATE_HOME/ssh-tpm/swtpm`, or `~/.local/state/ssh-tpm/swtpm`.
+pub fn embedded_state_dir() -> Result<PathBuf> {
+    let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let home = std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    Error::Swtpm("neither XDG_STATE_HOME nor HOME is set; set one of them".into())
+                })?;
+            PathBuf::from(home).join(".local/state")
+        }
+    };
+    Ok(base.join("ssh-tpm").join("swtpm"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcti_flag_wins_over_swtpm() {
+        let target = TpmTarget::resolve(Some("swtpm:port=1"), true).expect("resolves");
+        assert_eq!(target, TpmTarget::Tcti("swtpm:port=1".into()));
+    }
+
+    #[test]
+    fn device_paths() {
+        assert_eq!(
+            device_path("device:/dev/tpm0"),
+            Some(Path::new("/dev/tpm0"))
+        );
+        assert_eq!(device_path("/dev/tpmrm0"), Some(Path::new("/dev/tpmrm0")));
+        assert_eq!(device_path("swtpm:host=127.0.0.1,port=2321"), None);
+    }
+}
