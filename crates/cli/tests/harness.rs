@@ -75,7 +75,7 @@ fn plain_key_in_plain_ssh_agent_logs_in_to_test_sshd() {
 }
 
 /// The peer-uid recipe reaches the agent as another user: OpenSSH's own agent, which checks the
-/// peer's uid too, is reached and hangs up (rather than the connect being refused).
+/// peer's uid too, is reached and hangs up, where a closed socket refuses the connect.
 #[test]
 fn other_user_reaches_an_opened_socket() {
     assert!(is_root(), "this test switches to uid 65534 and must run as root");
@@ -93,8 +93,8 @@ fn other_user_reaches_an_opened_socket() {
     open_socket_to_everyone(&socket);
     let refused = ssh_add_list_as_nobody(&socket);
     assert!(!refused.status.success(), "{}", describe(&refused));
-    let text = stderr(&refused);
-    assert!(!text.contains("Error connecting to agent"), "{}", describe(&refused));
-    assert!(text.contains("communication with agent failed"), "{}", describe(&refused));
+    // ssh-add either reads the hang-up or dies of SIGPIPE writing into it; both come after a
+    // successful connect, which ssh-add would otherwise report as "Error connecting to agent".
+    assert!(!stderr(&refused).contains("Error connecting"), "{}", describe(&refused));
     assert!(agent.is_running());
 }

@@ -656,6 +656,12 @@ impl Agent {
         self.daemon.pid()
     }
 
+    /// Sends SIGTERM and waits a few seconds; `None` if the agent is still running then.
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        self.daemon.signal(Signal::TERM);
+        self.daemon.wait_exit(STOP_TIMEOUT)
+    }
+
     /// Sends SIGTERM and waits for the agent to exit (SIGKILL after a few seconds).
     pub fn stop(&mut self) -> ExitStatus {
         self.daemon.stop()

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what ssh-tpm builds and tests with, on Debian: the TPM stack (tpm2-tss, swtpm,
+# tpm2-tools, tpm2-openssl) and OpenSSH's client and server. Safe to run again.
+set -euo pipefail
+
+packages=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config openssh-client
+          openssh-server tpm2-openssl)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "==> installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  echo "==> installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
