@@ -23,13 +23,14 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), CliError> {
-    let target = args.tpm.target()?;
-    if args.supported {
-        return print_supported(&mut Tpm::open(&target)?);
-    }
     let spec = KeySpec::from_type_and_bits(&args.key_type, args.bits)?;
+    // A missing TPM is reported before the user is asked anything.
+    let mut tpm = Tpm::open(&args.tpm.target()?)?;
+    if args.supported {
+        return print_supported(&mut tpm);
+    }
 
-    // Everything the user must decide comes before the TPM does any work.
+    // Everything the user must decide comes before the TPM creates anything.
     let stem = match args.file {
         Some(path) => strip_tpm_suffix(path),
         None => ask_file(spec)?,
@@ -52,7 +53,8 @@ fn run(args: Args) -> Result<(), CliError> {
     let comment = args.comment.unwrap_or_else(default_comment);
 
     eprintln!("Generating a {spec} key inside the TPM...");
-    let key = Tpm::open(&target)?.create_key(spec, &pin)?;
+    let key = tpm.create_key(spec, &pin)?;
+    drop(tpm);
     let public = ssh_tpm_tpm::decode_public(&key.pubkey)?;
     let mut public = PublicKey::from(ssh_tpm_tpm::ssh_public_key(&public)?);
     public.set_comment(&comment);
