@@ -6,9 +6,9 @@
 //! (empty for none), then OpenSSH constraints (PROTOCOL.agent) to the end.
 
 use ssh_encoding::{Decode, Encode, Reader};
-use ssh_key::Certificate;
 use ssh_tpm_keyfile::TpmKey;
 
+use crate::cert::CertBlob;
 use crate::error::{Error, Result};
 
 /// The extension name.
@@ -21,22 +21,17 @@ const ADD_ID_CONSTRAINED: u8 = 25;
 #[derive(Debug)]
 pub struct AddKey {
     pub key: TpmKey,
-    pub certificate: Option<Certificate>,
+    pub certificate: Option<CertBlob>,
     /// Raw constraint bytes; none are honoured yet, so a request with any is refused.
     pub constraints: Vec<u8>,
 }
 
 /// Encodes the extension contents for `key` (PEM) and an optional certificate.
-pub fn encode(key: &TpmKey, certificate: Option<&Certificate>) -> Result<Vec<u8>> {
+pub fn encode(key: &TpmKey, certificate: Option<&CertBlob>) -> Result<Vec<u8>> {
     let mut out = vec![ADD_IDENTITY];
-    let cert = match certificate {
-        Some(cert) => cert
-            .to_bytes()
-            .map_err(|e| Error::Protocol(e.to_string()))?,
-        None => Vec::new(),
-    };
+    let cert = certificate.map_or(&[][..], CertBlob::as_bytes);
     let pem = key.to_pem();
-    let fields: [&[u8]; 3] = [KEY_TYPE.as_bytes(), pem.as_bytes(), &cert];
+    let fields: [&[u8]; 3] = [KEY_TYPE.as_bytes(), pem.as_bytes(), cert];
     for field in fields {
         field
             .encode(&mut out)
@@ -63,10 +58,7 @@ pub fn decode(mut contents: &[u8]) -> Result<AddKey> {
     let certificate = if cert_bytes.is_empty() {
         None
     } else {
-        Some(
-            Certificate::from_bytes(&cert_bytes)
-                .map_err(|e| Error::Protocol(format!("unreadable certificate: {e}")))?,
-        )
+        Some(CertBlob::from_bytes(cert_bytes)?)
     };
     let mut constraints = vec![0u8; reader.remaining_len()];
     reader

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use ssh_agent_lib::proto::{Extension, Request, Response};
 use ssh_encoding::{Decode, Encode};
-use ssh_key::Certificate;
 use ssh_tpm_keyfile::TpmKey;
 
 use crate::addkey;
+use crate::cert::CertBlob;
 use crate::error::{Error, Result};
 use crate::server::MAX_MESSAGE;
 
@@ -28,7 +28,7 @@ pub fn socket_from_env() -> Result<PathBuf> {
 }
 
 /// Sends a key file (and its certificate) to the agent at `socket`.
-pub fn add_key(socket: &Path, key: &TpmKey, certificate: Option<&Certificate>) -> Result<()> {
+pub fn add_key(socket: &Path, key: &TpmKey, certificate: Option<&CertBlob>) -> Result<()> {
     let details = addkey::encode(key, certificate)?;
     let request = Request::Extension(Extension {
         name: addkey::EXTENSION.to_string(),

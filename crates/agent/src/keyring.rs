@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use ssh_key::public::KeyData;
-use ssh_key::{Certificate, HashAlg, PublicKey};
+use ssh_key::{HashAlg, PublicKey};
 use ssh_tpm_keyfile::{KeyType, TpmKey};
 use ssh_tpm_tpm::KeySpec;
 
+use crate::cert::{key_blob, CertBlob};
 use crate::error::{Error, Result};
 
 /// One TPM key as the agent knows it.
@@ -16,15 +17,17 @@ use crate::error::{Error, Result};
 pub struct AgentKey {
     pub key: TpmKey,
     pub public: KeyData,
+    /// `public` in wire encoding, as clients name the key.
+    pub public_blob: Vec<u8>,
     pub spec: KeySpec,
     pub comment: String,
-    pub certificate: Option<Certificate>,
+    pub certificate: Option<CertBlob>,
 }
 
 impl AgentKey {
     /// Builds an agent key from a parsed key file; the comment is the file's description
     /// unless the caller has a better one.
-    pub fn new(key: TpmKey, certificate: Option<Certificate>) -> Result<Self> {
+    pub fn new(key: TpmKey, certificate: Option<CertBlob>) -> Result<Self> {
         let invalid = |reason: String| Error::Protocol(reason);
         match key.key_type {
             KeyType::Loadable => {}
@@ -43,20 +46,24 @@ impl AgentKey {
         let spec = ssh_tpm_tpm::key_spec(&public)?;
         let public = ssh_tpm_tpm::ssh_public_key(&public)?;
         if let Some(cert) = &certificate {
-            if cert.public_key() != &public {
+            if !cert.certifies(&public) {
                 return Err(invalid("the certificate is for another key".into()));
             }
         }
+        let public_blob = key_blob(&public).map_err(|e| invalid(e.to_string()))?;
         Ok(AgentKey {
             comment: key.description.clone().unwrap_or_default(),
             key,
             public,
+            public_blob,
             spec,
             certificate,
         })
     }
 
     /// Reads `NAME.tpm`, with `NAME.pub` for the comment and `NAME-cert.pub` when present.
+    /// A certificate that is unreadable or for another key is skipped with a warning; the
+    /// key itself still loads.
     pub fn from_file(path: &Path) -> Result<Self> {
         let file_error = |reason: String| Error::KeyFile {
             path: path.to_path_buf(),
@@ -64,17 +71,24 @@ impl AgentKey {
         };
         let bytes = std::fs::read(path).map_err(|e| file_error(e.to_string()))?;
         let key = TpmKey::from_bytes(&bytes).map_err(|e| file_error(e.to_string()))?;
-        let certificate = match read_if_exists(&sibling(path, "-cert.pub")) {
-            Some(text) => Some(
-                Certificate::from_openssh(text.trim())
-                    .map_err(|e| file_error(format!("its certificate is unreadable: {e}")))?,
-            ),
-            None => None,
-        };
-        let mut agent_key = AgentKey::new(key, certificate).map_err(|e| match e {
+        let mut agent_key = AgentKey::new(key, None).map_err(|e| match e {
             Error::Protocol(reason) => file_error(reason),
             other => file_error(other.to_string()),
         })?;
+        let cert_path = sibling(path, "-cert.pub");
+        if let Some(text) = read_if_exists(&cert_path) {
+            match CertBlob::from_openssh(text.trim()) {
+                Ok(cert) if cert.certifies(&agent_key.public) => agent_key.certificate = Some(cert),
+                Ok(_) => tracing::warn!(
+                    "{}: certificate is for another key; serving the key without it",
+                    cert_path.display()
+                ),
+                Err(e) => tracing::warn!(
+                    "{}: {e}; serving the key without its certificate",
+                    cert_path.display()
+                ),
+            }
+        }
         let comment = read_if_exists(&sibling(path, ".pub"))
             .and_then(|text| PublicKey::from_openssh(text.trim()).ok())
             .map(|public| public.comment().to_string())

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use ssh_agent_lib::proto::{Extension, Identity, PublicCredential, Request, Response, SignRequest};
+use ssh_agent_lib::proto::{Extension, Request, Response};
 use ssh_encoding::{Decode, Encode};
 use ssh_tpm_tpm::{KeySpec, Pin, SignHash, TpmService};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,9 +17,33 @@ use crate::socket;
 
 /// Largest message accepted, as OpenSSH's ssh-agent (AGENT_MAX_LEN, 256 KiB).
 pub const MAX_MESSAGE: usize = 256 * 1024;
+/// Message numbers (draft-miller-ssh-agent 6.1) of the requests handled below the library.
+const REQUEST_IDENTITIES: u8 = 11;
+const IDENTITIES_ANSWER: u8 = 12;
+const SIGN_REQUEST: u8 = 13;
+const FAILURE: u8 = 5;
 /// Sign-request flags (draft-miller-ssh-agent 4.5.1).
 const RSA_SHA2_256: u32 = 0x02;
 const RSA_SHA2_512: u32 = 0x04;
+
+/// SSH_AGENTC_SIGN_REQUEST (draft-miller-ssh-agent 4.5): the key named by its wire blob.
+struct SignRequest {
+    key_blob: Vec<u8>,
+    data: Vec<u8>,
+    flags: u32,
+}
+
+impl SignRequest {
+    fn decode(mut body: &[u8]) -> Option<Self> {
+        let reader = &mut body;
+        let request = SignRequest {
+            key_blob: Vec::decode(reader).ok()?,
+            data: Vec::decode(reader).ok()?,
+            flags: u32::decode(reader).ok()?,
+        };
+        reader.is_empty().then_some(request)
+    }
+}
 
 /// The agent: its keys and the TPM that holds them.
 pub struct Agent {
@@ -46,56 +70,80 @@ impl Agent {
         self.tpm
     }
 
-    /// Answers one message (without its length prefix). Malformed or unsupported
-    /// messages get SSH_AGENT_FAILURE; the connection stays up.
-    pub async fn handle(&self, message: &[u8]) -> Response {
-        let request = match Request::decode(&mut &message[..]) {
-            Ok(request) => request,
-            Err(e) => {
-                tracing::debug!("unreadable request (type {:?}): {e}", message.first());
-                return Response::Failure;
-            }
-        };
-        let result = match request {
-            Request::RequestIdentities => Ok(Response::IdentitiesAnswer(self.identities())),
-            Request::SignRequest(request) => self.sign(request).await.map(Response::SignResponse),
-            Request::Extension(extension) => self.extension(extension),
-            Request::AddIdentity(_) | Request::AddIdConstrained(_) => Err(Error::Protocol(
-                "this agent holds TPM keys only; add them with ssh-tpm-add, or keep plain \
-                 keys in another ssh-agent"
-                    .into(),
-            )),
-            other => Err(Error::Protocol(format!(
-                "request {} is not supported yet",
-                request_name(&other)
-            ))),
+    /// Answers one message (without its length prefix) with the reply's body. Malformed
+    /// or unsupported messages get SSH_AGENT_FAILURE; the connection stays up.
+    ///
+    /// List and sign are decoded here rather than by ssh-agent-lib, because they carry
+    /// certificates, which ssh-key 0.6 cannot always parse (see [`crate::cert`]).
+    pub async fn handle(&self, message: &[u8]) -> Vec<u8> {
+        let result = match message.split_first() {
+            Some((&REQUEST_IDENTITIES, [])) => self.identities(),
+            Some((&SIGN_REQUEST, body)) => match SignRequest::decode(body) {
+                Some(request) => self
+                    .sign(request)
+                    .await
+                    .and_then(|sig| encode_response(&Response::SignResponse(sig))),
+                None => Err(Error::Protocol("malformed sign request".into())),
+            },
+            _ => self.handle_other(message),
         };
         result.unwrap_or_else(|e| {
             tracing::warn!("request failed: {e}");
-            Response::Failure
+            vec![FAILURE]
         })
     }
 
-    fn identities(&self) -> Vec<Identity> {
-        let mut identities = Vec::new();
-        for key in self.keyring.keys() {
-            identities.push(Identity {
-                credential: PublicCredential::Key(key.public.clone()),
-                comment: key.comment.clone(),
-            });
+    fn handle_other(&self, message: &[u8]) -> Result<Vec<u8>> {
+        let request = Request::decode(&mut &message[..]).map_err(|e| {
+            Error::Protocol(format!(
+                "unreadable request (type {:?}): {e}",
+                message.first()
+            ))
+        })?;
+        let response = match request {
+            Request::Extension(extension) => self.extension(extension)?,
+            Request::AddIdentity(_) | Request::AddIdConstrained(_) => {
+                return Err(Error::Protocol(
+                    "this agent holds TPM keys only; add them with ssh-tpm-add, or keep \
+                     plain keys in another ssh-agent"
+                        .into(),
+                ))
+            }
+            other => {
+                return Err(Error::Protocol(format!(
+                    "request {} is not supported yet",
+                    request_name(&other)
+                )))
+            }
+        };
+        encode_response(&response)
+    }
+
+    /// SSH_AGENT_IDENTITIES_ANSWER (draft-miller-ssh-agent 4.4): each key, and after it
+    /// its certificate when it has one.
+    fn identities(&self) -> Result<Vec<u8>> {
+        let keys = self.keyring.keys();
+        let mut entries: Vec<(&[u8], &str)> = Vec::new();
+        for key in &keys {
+            entries.push((&key.public_blob, &key.comment));
             if let Some(cert) = &key.certificate {
-                identities.push(Identity {
-                    credential: PublicCredential::Cert(Box::new(cert.clone())),
-                    comment: key.comment.clone(),
-                });
+                entries.push((cert.as_bytes(), &key.comment));
             }
         }
-        tracing::debug!(count = identities.len(), "listed identities");
-        identities
+        let mut body = vec![IDENTITIES_ANSWER];
+        let encoded = (entries.len() as u32).encode(&mut body).and_then(|()| {
+            entries.iter().try_for_each(|(blob, comment)| {
+                blob.encode(&mut body)?;
+                comment.encode(&mut body)
+            })
+        });
+        encoded.map_err(|e| Error::Protocol(format!("cannot encode the key list: {e}")))?;
+        tracing::debug!(count = entries.len(), "listed identities");
+        Ok(body)
     }
 
     async fn sign(&self, request: SignRequest) -> Result<ssh_key::Signature> {
-        let key = self.find(&request.credential).ok_or(Error::NoSuchKey)?;
+        let key = self.find(&request.key_blob).ok_or(Error::NoSuchKey)?;
         let hash = sign_hash(key.spec, request.flags)?;
         tracing::debug!(key = %key.fingerprint(), ?hash, "sign request");
 
@@ -142,16 +190,20 @@ impl Agent {
         Ok(Response::Success)
     }
 
-    fn find(&self, credential: &PublicCredential) -> Option<Arc<AgentKey>> {
-        let wanted = match credential {
-            PublicCredential::Key(data) => data,
-            PublicCredential::Cert(cert) => cert.public_key(),
-        };
-        self.keyring
-            .keys()
-            .into_iter()
-            .find(|k| &k.public == wanted)
+    /// The key a client names by its public key blob or its certificate's blob.
+    fn find(&self, blob: &[u8]) -> Option<Arc<AgentKey>> {
+        self.keyring.keys().into_iter().find(|k| {
+            k.public_blob == blob || k.certificate.as_ref().is_some_and(|c| c.as_bytes() == blob)
+        })
     }
+}
+
+fn encode_response(response: &Response) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    response
+        .encode(&mut body)
+        .map_err(|e| Error::Protocol(format!("cannot encode the response: {e}")))?;
+    Ok(body)
 }
 
 /// The digest for a signature: fixed by the curve for ECDSA, chosen by the client's
@@ -246,17 +298,10 @@ async fn connection(agent: &Agent, mut stream: UnixStream) -> std::io::Result<()
         let mut message = vec![0u8; length];
         stream.read_exact(&mut message).await?;
 
-        let response = agent.handle(&message).await;
-        let mut frame = Vec::new();
-        let encoded = response
-            .encoded_len()
-            .and_then(|len| (len as u32).encode(&mut frame))
-            .and_then(|()| response.encode(&mut frame));
-        if let Err(e) = encoded {
-            tracing::warn!("cannot encode a response: {e}");
-            frame.clear();
-            frame.extend_from_slice(&[0, 0, 0, 1, 5]);
-        }
+        let body = agent.handle(&message).await;
+        let mut frame = Vec::with_capacity(4 + body.len());
+        frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&body);
         stream.write_all(&frame).await?;
     }
 }

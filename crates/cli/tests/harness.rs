@@ -7,7 +7,7 @@ use std::path::Path;
 
 use support::{
     assert_ok, current_user, describe, is_root, open_socket_to_everyone, run, ssh_add,
-    ssh_add_list_as_nobody, stderr, stdout, tempdir, tool, Daemon, Swtpm, Sshd, START_TIMEOUT,
+    ssh_add_list_as_nobody, stderr, stdout, tempdir, tool, Daemon, Sshd, Swtpm, START_TIMEOUT,
 };
 
 /// Two TPMs run side by side, each with the suite's lockout settings, and vanish on drop.
@@ -29,7 +29,10 @@ fn swtpm_starts_private_with_relaxed_lockout_and_stops_on_drop() {
     drop(second);
     for pid in pids {
         let proc_dir = format!("/proc/{pid}");
-        assert!(!Path::new(&proc_dir).exists(), "swtpm {pid} still exists after drop");
+        assert!(
+            !Path::new(&proc_dir).exists(),
+            "swtpm {pid} still exists after drop"
+        );
     }
 }
 
@@ -39,7 +42,9 @@ fn swtpm_starts_private_with_relaxed_lockout_and_stops_on_drop() {
 fn plain_key_in_plain_ssh_agent_logs_in_to_test_sshd() {
     let dir = tempdir();
     let key = dir.path().join("id_ed25519");
-    let out = run(tool("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key));
+    let out = run(tool("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key));
     assert_ok(&out, "ssh-keygen");
     let public = std::fs::read_to_string(dir.path().join("id_ed25519.pub")).expect("read .pub");
 
@@ -50,25 +55,42 @@ fn plain_key_in_plain_ssh_agent_logs_in_to_test_sshd() {
     let mut agent = Daemon::spawn("ssh-agent", &mut cmd, dir.path());
     let up = support::poll_until(START_TIMEOUT, || support::accepts_unix(&socket));
     assert!(up, "ssh-agent did not start: {}", agent.stderr());
-    assert_ok(&ssh_add(&socket, &[key.to_str().expect("UTF-8 path")]), "ssh-add");
+    assert_ok(
+        &ssh_add(&socket, &[key.to_str().expect("UTF-8 path")]),
+        "ssh-add",
+    );
 
     // Sign and verify a file through the agent, as the product tests do.
     let message = dir.path().join("message");
     support::write(&message, "hello\n");
     let public_file = dir.path().join("id_ed25519.pub");
-    assert_ok(&support::sign_file(&socket, &public_file, &message), "ssh-keygen -Y sign");
+    assert_ok(
+        &support::sign_file(&socket, &public_file, &message),
+        "ssh-keygen -Y sign",
+    );
     let verified = support::verify_file(dir.path(), &public, &message);
     assert_ok(&verified, "ssh-keygen -Y verify");
-    assert!(stdout(&verified).contains("Good"), "{}", describe(&verified));
+    assert!(
+        stdout(&verified).contains("Good"),
+        "{}",
+        describe(&verified)
+    );
 
     let sshd = Sshd::start(&public, None);
     let out = sshd.login(&socket, &[]);
     assert_ok(&out, &format!("ssh login; sshd log:\n{}", sshd.log()));
-    assert_eq!(stdout(&out).trim(), format!("logged-in-as {}", current_user()));
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("logged-in-as {}", current_user())
+    );
 
     let closed = Sshd::start("", None);
     let out = closed.login(&socket, &[]);
-    assert!(!out.status.success(), "login without authorized key: {}", describe(&out));
+    assert!(
+        !out.status.success(),
+        "login without authorized key: {}",
+        describe(&out)
+    );
     assert!(!stdout(&out).contains("logged-in-as"), "{}", describe(&out));
 
     assert!(agent.is_running(), "ssh-agent died: {}", agent.stderr());
@@ -78,7 +100,10 @@ fn plain_key_in_plain_ssh_agent_logs_in_to_test_sshd() {
 /// peer's uid too, is reached and hangs up, where a closed socket refuses the connect.
 #[test]
 fn other_user_reaches_an_opened_socket() {
-    assert!(is_root(), "this test switches to uid 65534 and must run as root");
+    assert!(
+        is_root(),
+        "this test switches to uid 65534 and must run as root"
+    );
     let dir = tempdir();
     let socket = dir.path().join("agent.sock");
     let mut cmd = tool("ssh-agent");
@@ -88,13 +113,21 @@ fn other_user_reaches_an_opened_socket() {
     assert!(up, "ssh-agent did not start: {}", agent.stderr());
 
     let closed = ssh_add_list_as_nobody(&socket);
-    assert!(stderr(&closed).contains("Permission denied"), "{}", describe(&closed));
+    assert!(
+        stderr(&closed).contains("Permission denied"),
+        "{}",
+        describe(&closed)
+    );
 
     open_socket_to_everyone(&socket);
     let refused = ssh_add_list_as_nobody(&socket);
     assert!(!refused.status.success(), "{}", describe(&refused));
     // ssh-add either reads the hang-up or dies of SIGPIPE writing into it; both come after a
     // successful connect, which ssh-add would otherwise report as "Error connecting to agent".
-    assert!(!stderr(&refused).contains("Error connecting"), "{}", describe(&refused));
+    assert!(
+        !stderr(&refused).contains("Error connecting"),
+        "{}",
+        describe(&refused)
+    );
     assert!(agent.is_running());
 }

@@ -292,7 +292,13 @@ impl Daemon {
             .stderr(open(&stderr))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
-        Daemon { name: name.to_owned(), child, stdout, stderr, status: None }
+        Daemon {
+            name: name.to_owned(),
+            child,
+            stdout,
+            stderr,
+            status: None,
+        }
     }
 
     /// Process id.
@@ -343,7 +349,10 @@ impl Daemon {
         if let Some(status) = self.wait_exit(STOP_TIMEOUT) {
             return status;
         }
-        eprintln!("{} ignored SIGTERM for {STOP_TIMEOUT:?}; killing it", self.name);
+        eprintln!(
+            "{} ignored SIGTERM for {STOP_TIMEOUT:?}; killing it",
+            self.name
+        );
         self.signal(Signal::KILL);
         let status = self.child.wait().unwrap_or_else(|_| failed_status());
         self.status = Some(status);
@@ -404,8 +413,16 @@ impl Swtpm {
         if !daemon.is_running() {
             return Err(daemon.stderr() + &daemon.stdout());
         }
-        assert!(up, "swtpm does not accept on port {port}: {}", daemon.stderr());
-        let tpm = Swtpm { daemon, port, _dir: dir };
+        assert!(
+            up,
+            "swtpm does not accept on port {port}: {}",
+            daemon.stderr()
+        );
+        let tpm = Swtpm {
+            daemon,
+            port,
+            _dir: dir,
+        };
 
         // 32 tries, and a second to recover from a failure or from lockout.
         let lockout = [
@@ -420,7 +437,10 @@ impl Swtpm {
             if !tpm.daemon.is_running() {
                 return Err(describe(&out));
             }
-            panic!("setting swtpm's lockout parameters failed: {}", describe(&out));
+            panic!(
+                "setting swtpm's lockout parameters failed: {}",
+                describe(&out)
+            );
         }
         Ok(tpm)
     }
@@ -472,7 +492,11 @@ impl Drop for Swtpm {
             let tcti = self.tcti();
             let _ = run_within(tool("tpm2_shutdown").arg("-T").arg(tcti), b"", timeout);
             let ctrl = format!("127.0.0.1:{}", self.port + 1);
-            let _ = run_within(tool("swtpm_ioctl").args(["--tcp", &ctrl, "-s"]), b"", timeout);
+            let _ = run_within(
+                tool("swtpm_ioctl").args(["--tcp", &ctrl, "-s"]),
+                b"",
+                timeout,
+            );
             self.daemon.wait_exit(STOP_TIMEOUT);
         }
         // Dropping the daemon kills swtpm if it is still there.
@@ -516,7 +540,11 @@ impl Sshd {
             let mut daemon = Daemon::spawn("sshd", &mut cmd, dir.path());
             let up = poll_until(START_TIMEOUT, || !daemon.is_running() || accepts_tcp(port));
             if daemon.is_running() {
-                assert!(up, "sshd does not accept on port {port}: {}", daemon.stderr());
+                assert!(
+                    up,
+                    "sshd does not accept on port {port}: {}",
+                    daemon.stderr()
+                );
                 return Sshd { daemon, port, dir };
             }
             last_log = daemon.stderr();
@@ -599,9 +627,14 @@ impl Agent {
         cmd.envs(env.iter().copied());
         let mut daemon = Daemon::spawn("ssh-tpm-agent", &mut cmd, dir.path());
 
-        let up = poll_until(START_TIMEOUT, || !daemon.is_running() || accepts_unix(socket));
+        let up = poll_until(START_TIMEOUT, || {
+            !daemon.is_running() || accepts_unix(socket)
+        });
         if let Some(status) = daemon.exit_status() {
-            panic!("ssh-tpm-agent exited with {status} at start:\n{}", daemon.stderr());
+            panic!(
+                "ssh-tpm-agent exited with {status} at start:\n{}",
+                daemon.stderr()
+            );
         }
         assert!(
             up,
@@ -609,7 +642,12 @@ impl Agent {
             socket.display(),
             daemon.stderr()
         );
-        Agent { daemon, socket: socket.to_owned(), _logs: dir, _socket_dir: None }
+        Agent {
+            daemon,
+            socket: socket.to_owned(),
+            _logs: dir,
+            _socket_dir: None,
+        }
     }
 
     /// Starts an agent on `tpm` that loads the keys in `key_dir`, with its socket in a private
@@ -691,7 +729,11 @@ impl KeyFiles {
 
     /// `NAME-cert.pub` beside the key, where the agent looks for a certificate.
     pub fn cert(&self) -> PathBuf {
-        let name = self.tpm.file_stem().expect("key file name").to_string_lossy();
+        let name = self
+            .tpm
+            .file_stem()
+            .expect("key file name")
+            .to_string_lossy();
         self.tpm.with_file_name(format!("{name}-cert.pub"))
     }
 
@@ -720,9 +762,16 @@ pub fn key_blob(line: &str) -> (String, String) {
 /// Runs `ssh-tpm-keygen --tcti TPM -f DIR/NAME ARGS...`; panics unless it succeeds.
 pub fn keygen(tpm: &Swtpm, dir: &Path, name: &str, args: &[&str]) -> (KeyFiles, Output) {
     let mut cmd = product("ssh-tpm-keygen");
-    cmd.arg("--tcti").arg(tpm.tcti()).arg("-f").arg(dir.join(name)).args(args);
+    cmd.arg("--tcti")
+        .arg(tpm.tcti())
+        .arg("-f")
+        .arg(dir.join(name))
+        .args(args);
     let out = run(&mut cmd);
-    assert_ok(&out, &format!("ssh-tpm-keygen -f {name} {}", args.join(" ")));
+    assert_ok(
+        &out,
+        &format!("ssh-tpm-keygen -f {name} {}", args.join(" ")),
+    );
     (KeyFiles::at(dir, name), out)
 }
 
@@ -761,8 +810,14 @@ pub fn open_socket_to_everyone(socket: &Path) {
 /// Runs `ssh-add -L` as uid/gid 65534 (nobody) against `socket`; needs root.
 pub fn ssh_add_list_as_nobody(socket: &Path) -> Output {
     let mut cmd = tool("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "ssh-add", "-L"])
-        .env("SSH_AUTH_SOCK", socket);
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "ssh-add",
+        "-L",
+    ])
+    .env("SSH_AUTH_SOCK", socket);
     run(&mut cmd)
 }
 

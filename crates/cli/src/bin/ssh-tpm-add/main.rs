@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use ssh_key::{Certificate, PublicKey};
+use ssh_key::PublicKey;
 use ssh_tpm::CliError;
+use ssh_tpm_agent_core::cert::CertBlob;
 use ssh_tpm_agent_core::client;
 use ssh_tpm_agent_core::keyring::sibling;
 use ssh_tpm_keyfile::TpmKey;
@@ -54,7 +55,7 @@ fn add(socket: &Path, file: &Path) -> Result<(), CliError> {
 
     let cert_path = sibling(file, "-cert.pub");
     let certificate = match std::fs::read_to_string(&cert_path) {
-        Ok(text) => Some(Certificate::from_openssh(text.trim()).map_err(|e| {
+        Ok(text) => Some(CertBlob::from_openssh(text.trim()).map_err(|e| {
             CliError::Usage(format!(
                 "{}: unreadable certificate: {e}",
                 cert_path.display()

@@ -37,7 +37,8 @@ fn run(args: Args) -> Result<(), CliError> {
     };
     let key_path = with_suffix(&stem, ".tpm");
     let pub_path = with_suffix(&stem, ".pub");
-    for existing in [&key_path, &pub_path].into_iter().filter(|p| p.exists()) {
+    // One question covers both files, as ssh-keygen asks once for the key pair.
+    if let Some(existing) = [&key_path, &pub_path].into_iter().find(|p| p.exists()) {
         let question = format!("{} already exists.\nOverwrite (y/n)? ", existing.display());
         if !prompt::confirm(&question)? {
             return Err(CliError::Usage(format!(
