@@ -9,7 +9,7 @@ use ssh_tpm_keyfile::{handle, KeyType, TpmKey};
 use tss_esapi::attributes::SessionAttributesBuilder;
 use tss_esapi::constants::response_code::Tss2ResponseCodeKind;
 use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
-use tss_esapi::constants::{CapabilityType, SessionType, StartupType};
+use tss_esapi::constants::{CapabilityType, PropertyTag, SessionType, StartupType};
 use tss_esapi::handles::{KeyHandle, PersistentTpmHandle, TpmHandle};
 use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
@@ -74,6 +74,30 @@ impl SignHash {
             SignHash::Sha512 => HashAlg::Sha512,
             _ => HashAlg::Sha256,
         }
+    }
+}
+
+/// The TPM's dictionary-attack state (TPM 2.0 Part 2, 6.13: TPM_PT_PERMANENT inLockout,
+/// TPM_PT_LOCKOUT_COUNTER, TPM_PT_MAX_AUTH_FAIL, TPM_PT_LOCKOUT_INTERVAL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutStatus {
+    pub in_lockout: bool,
+    pub failures: u32,
+    pub max_failures: u32,
+    /// Seconds after which the TPM forgets one failure.
+    pub interval_secs: u32,
+}
+
+impl LockoutStatus {
+    /// Wrong PINs the TPM still accepts before it locks PIN keys.
+    pub fn tries_left(&self) -> u32 {
+        self.max_failures.saturating_sub(self.failures)
+    }
+
+    /// An upper bound on the wait until PINs are accepted again: the TPM forgets one
+    /// failure per interval, and lockout ends as soon as one is forgotten.
+    pub fn lockout_ends_within(&self) -> Option<u32> {
+        (self.in_lockout && self.interval_secs > 0).then_some(self.interval_secs)
     }
 }
 
@@ -172,6 +196,43 @@ impl Tpm {
         Ok(supported)
     }
 
+    /// Reads the dictionary-attack state in one TPM2_GetCapability.
+    pub fn lockout_status(&mut self) -> Result<LockoutStatus> {
+        const PT_PERMANENT: u32 = 0x200;
+        const IN_LOCKOUT: u32 = 1 << 9;
+        let (caps, _) = self
+            .ctx
+            .get_capability(CapabilityType::TpmProperties, PT_PERMANENT, 18)
+            .map_err(|e| Error::tss("reading the dictionary-attack state", e))?;
+        let CapabilityData::TpmProperties(properties) = caps else {
+            return Err(Error::Unsupported("the TPM returned no properties".into()));
+        };
+        let get = |tag: PropertyTag| properties.find(tag).map_or(0, |p| p.value());
+        Ok(LockoutStatus {
+            in_lockout: get(PropertyTag::Permanent) & IN_LOCKOUT != 0,
+            failures: get(PropertyTag::LockoutCounter),
+            max_failures: get(PropertyTag::MaxAuthFail),
+            interval_secs: get(PropertyTag::LockoutInterval),
+        })
+    }
+
+    /// Adds what the user needs to know to a PIN error: tries left, or when the lockout
+    /// ends. Costs one command, and only on that failure path.
+    fn explain_pin_error(&mut self, error: Error) -> Error {
+        match error {
+            Error::WrongPin { .. } => Error::WrongPin {
+                tries_left: self.lockout_status().ok().map(|s| s.tries_left()),
+            },
+            Error::Lockout { .. } => Error::Lockout {
+                retry_in_secs: self
+                    .lockout_status()
+                    .ok()
+                    .and_then(|s| s.lockout_ends_within()),
+            },
+            other => other,
+        }
+    }
+
     /// Creates a signing key under the owner hierarchy's storage key. The PIN travels in
     /// a session salted to that key, with parameter encryption.
     pub fn create_key(&mut self, spec: KeySpec, pin: &Pin) -> Result<TpmKey> {
@@ -236,13 +297,16 @@ impl Tpm {
             KeySpec::Rsa2048 | KeySpec::Rsa3072 => SignatureScheme::RsaSsa { hash_scheme },
             _ => SignatureScheme::EcDsa { hash_scheme },
         };
-        let signature = self
-            .ctx
-            .execute_with_session(Some(session), |ctx| {
-                ctx.sign(handle, digest, scheme, null_ticket()?)
-            })
-            .map_err(|e| self.session_failed("signing", e))?;
-        ssh_signature(spec, hash.ssh(), signature)
+        let signed = self.ctx.execute_with_session(Some(session), |ctx| {
+            ctx.sign(handle, digest, scheme, null_ticket()?)
+        });
+        match signed {
+            Ok(signature) => ssh_signature(spec, hash.ssh(), signature),
+            Err(e) => {
+                let error = self.session_failed("signing", e);
+                Err(self.explain_pin_error(error))
+            }
+        }
     }
 
     /// The parent key a key file names: the H-2 storage primary of a hierarchy, created

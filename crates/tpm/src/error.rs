@@ -24,8 +24,8 @@ pub enum Error {
     Swtpm(String),
 
     /// The TPM rejected the PIN (TPM_RC_AUTH_FAIL / TPM_RC_BAD_AUTH).
-    #[error("wrong PIN: the TPM rejected it and counted a failed try")]
-    WrongPin,
+    #[error("wrong PIN: the TPM rejected it and counted a failed try{}", tries_left_text(*.tries_left))]
+    WrongPin { tries_left: Option<u32> },
 
     /// The key needs a PIN and none was given; the TPM was not asked.
     #[error("this key needs a PIN and none was given; the TPM was not asked")]
@@ -33,10 +33,11 @@ pub enum Error {
 
     /// The TPM refuses PIN-protected keys until its dictionary-attack lockout ends.
     #[error(
-        "the TPM is in dictionary-attack lockout and refuses PINs for now; wait for the \
-         lockout to end or reset it with `tpm2_dictionarylockout --clear-lockout`"
+        "the TPM is in dictionary-attack lockout and refuses PINs{}; or reset it with \
+         the lockout password (`tpm2_dictionarylockout --clear-lockout`)",
+        lockout_end_text(*.retry_in_secs)
     )]
-    Lockout,
+    Lockout { retry_in_secs: Option<u32> },
 
     /// The key's private part does not fit this TPM (other TPM, cleared TPM, other parent).
     #[error(
@@ -78,9 +79,11 @@ impl Error {
     pub(crate) fn tss(op: &'static str, source: tss_esapi::Error) -> Self {
         match response_kind(source) {
             Some(Tss2ResponseCodeKind::AuthFail) | Some(Tss2ResponseCodeKind::BadAuth) => {
-                Error::WrongPin
+                Error::WrongPin { tries_left: None }
             }
-            Some(Tss2ResponseCodeKind::Lockout) => Error::Lockout,
+            Some(Tss2ResponseCodeKind::Lockout) => Error::Lockout {
+                retry_in_secs: None,
+            },
             Some(Tss2ResponseCodeKind::Integrity) => Error::ForeignKey,
             _ => Error::Tss { op, source },
         }
@@ -100,5 +103,59 @@ pub(crate) fn response_kind(error: tss_esapi::Error) -> Option<Tss2ResponseCodeK
         tss_esapi::Error::Tss2Error(rc @ Tss2ResponseCode::FormatOne(_))
         | tss_esapi::Error::Tss2Error(rc @ Tss2ResponseCode::FormatZero(_)) => rc.kind(),
         _ => None,
+    }
+}
+
+fn tries_left_text(tries_left: Option<u32>) -> String {
+    match tries_left {
+        Some(1) => "; 1 try left before the TPM locks PIN keys".into(),
+        Some(n) => format!("; {n} tries left before the TPM locks PIN keys"),
+        None => String::new(),
+    }
+}
+
+fn lockout_end_text(retry_in_secs: Option<u32>) -> String {
+    match retry_in_secs {
+        Some(0) | None => " until the lockout ends".into(),
+        Some(secs) => format!(" for at most {} more; try again then", duration_text(secs)),
+    }
+}
+
+fn duration_text(secs: u32) -> String {
+    match secs {
+        s if s < 120 => format!("{s} seconds"),
+        s if s < 7200 => format!("{} minutes", s.div_ceil(60)),
+        s => format!("{} hours", s.div_ceil(3600)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_errors_say_what_is_left() {
+        let wrong = Error::WrongPin {
+            tries_left: Some(2),
+        };
+        assert_eq!(
+            wrong.to_string(),
+            "wrong PIN: the TPM rejected it and counted a failed try; 2 tries left before the \
+             TPM locks PIN keys"
+        );
+        let locked = Error::Lockout {
+            retry_in_secs: Some(1000),
+        };
+        assert!(
+            locked.to_string().contains("for at most 17 minutes more"),
+            "{locked}"
+        );
+        let unknown = Error::Lockout {
+            retry_in_secs: None,
+        };
+        assert!(
+            unknown.to_string().contains("until the lockout ends"),
+            "{unknown}"
+        );
     }
 }

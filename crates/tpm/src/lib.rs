@@ -12,7 +12,7 @@ mod swtpm;
 mod target;
 mod template;
 
-pub use device::{SignHash, Tpm};
+pub use device::{LockoutStatus, SignHash, Tpm};
 pub use error::{Error, Result};
 pub use public::{decode_public, key_spec, ssh_public_key};
 pub use secret::Pin;
