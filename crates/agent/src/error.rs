@@ -9,6 +9,9 @@ pub enum Error {
     #[error("no key in this agent matches the requested public key")]
     NoSuchKey,
 
+    #[error("the agent is locked; unlock it with `ssh-add -X`")]
+    Locked,
+
     #[error(
         "ssh-rsa (SHA-1) signatures are not offered; the client must ask for \
          rsa-sha2-256 or rsa-sha2-512"

@@ -141,6 +141,20 @@ impl Keyring {
         keys.push(Arc::new(key));
     }
 
+    /// Removes the key with this public key blob (or certificate blob); returns it.
+    pub fn remove(&self, blob: &[u8]) -> Option<Arc<AgentKey>> {
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        let index = keys.iter().position(|k| {
+            k.public_blob == blob || k.certificate.as_ref().is_some_and(|c| c.as_bytes() == blob)
+        })?;
+        Some(keys.remove(index))
+    }
+
+    /// Removes every key.
+    pub fn clear(&self) {
+        self.keys.write().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// Loads every `*.tpm` under `dir` (recursively). Files that fail are returned with
     /// their error so the caller can report each by name; the rest are loaded.
     pub fn load_dir(&self, dir: &Path) -> Vec<Error> {

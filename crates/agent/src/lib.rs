@@ -11,6 +11,7 @@ pub mod cert;
 pub mod client;
 mod error;
 pub mod keyring;
+mod pincache;
 pub mod server;
 pub mod socket;
 

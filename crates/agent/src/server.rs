@@ -1,18 +1,22 @@
 //! Serving the agent protocol (draft-miller-ssh-agent, OpenSSH PROTOCOL.agent) on a Unix
 //! socket: framing, dispatch, and the requests this agent answers.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use sha2::{Digest, Sha256};
 use ssh_agent_lib::proto::{Extension, Request, Response};
 use ssh_encoding::{Decode, Encode};
 use ssh_tpm_tpm::{KeySpec, Pin, SignHash, TpmService};
+use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
+use zeroize::Zeroizing;
 
 use crate::addkey;
 use crate::askpass;
 use crate::error::{Error, Result};
 use crate::keyring::{AgentKey, Keyring};
+use crate::pincache::PinCache;
 use crate::socket;
 
 /// Largest message accepted, as OpenSSH's ssh-agent (AGENT_MAX_LEN, 256 KiB).
@@ -21,7 +25,9 @@ pub const MAX_MESSAGE: usize = 256 * 1024;
 const REQUEST_IDENTITIES: u8 = 11;
 const IDENTITIES_ANSWER: u8 = 12;
 const SIGN_REQUEST: u8 = 13;
+const REMOVE_IDENTITY: u8 = 18;
 const FAILURE: u8 = 5;
+const SUCCESS: u8 = 6;
 /// Sign-request flags (draft-miller-ssh-agent 4.5.1).
 const RSA_SHA2_256: u32 = 0x02;
 const RSA_SHA2_512: u32 = 0x04;
@@ -45,17 +51,26 @@ impl SignRequest {
     }
 }
 
-/// The agent: its keys and the TPM that holds them.
+/// Wrong PINs accepted within one sign request before it fails.
+const PIN_ATTEMPTS: u32 = 3;
+
+/// The agent: its keys, the PINs it was told, and the TPM that holds the keys.
 pub struct Agent {
     keyring: Keyring,
+    pins: PinCache,
+    /// SHA-256 of the lock passphrase while the agent is locked.
+    lock: Mutex<Option<Zeroizing<[u8; 32]>>>,
     tpm: TpmService,
 }
 
 impl Agent {
-    /// An agent with no keys yet, signing through `tpm`.
-    pub fn new(tpm: TpmService) -> Self {
+    /// An agent with no keys yet, signing through `tpm`; `cache_pins` keeps PINs the TPM
+    /// accepted for the agent's life.
+    pub fn new(tpm: TpmService, cache_pins: bool) -> Self {
         Agent {
             keyring: Keyring::default(),
+            pins: PinCache::new(cache_pins),
+            lock: Mutex::new(None),
             tpm,
         }
     }
@@ -76,7 +91,12 @@ impl Agent {
     /// List and sign are decoded here rather than by ssh-agent-lib, because they carry
     /// certificates, which ssh-key 0.6 cannot always parse (see [`crate::cert`]).
     pub async fn handle(&self, message: &[u8]) -> Vec<u8> {
+        let locked = self.is_locked();
         let result = match message.split_first() {
+            // A locked agent lists nothing and signs nothing (PROTOCOL.agent, lock).
+            Some((&REQUEST_IDENTITIES, [])) if locked => Ok(vec![IDENTITIES_ANSWER, 0, 0, 0, 0]),
+            Some((&SIGN_REQUEST | &REMOVE_IDENTITY, _)) if locked => Err(Error::Locked),
+            Some((&REMOVE_IDENTITY, body)) => self.remove(body),
             Some((&REQUEST_IDENTITIES, [])) => self.identities(),
             Some((&SIGN_REQUEST, body)) => match SignRequest::decode(body) {
                 Some(request) => self
@@ -100,8 +120,37 @@ impl Agent {
                 message.first()
             ))
         })?;
+        if self.is_locked() && !matches!(request, Request::Unlock(_)) {
+            return Err(Error::Locked);
+        }
         let response = match request {
             Request::Extension(extension) => self.extension(extension)?,
+            Request::RemoveAllIdentities => {
+                self.keyring.clear();
+                self.pins.clear();
+                tracing::info!("all keys removed");
+                Response::Success
+            }
+            Request::Lock(passphrase) => {
+                let mut lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+                *lock = Some(passphrase_digest(passphrase));
+                self.pins.clear();
+                tracing::info!("agent locked");
+                Response::Success
+            }
+            Request::Unlock(passphrase) => {
+                let mut lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+                let digest = passphrase_digest(passphrase);
+                match lock.as_ref() {
+                    Some(expected) if bool::from(expected.ct_eq(&*digest)) => {
+                        *lock = None;
+                        tracing::info!("agent unlocked");
+                        Response::Success
+                    }
+                    Some(_) => return Err(Error::Protocol("wrong passphrase to unlock".into())),
+                    None => return Err(Error::Protocol("the agent is not locked".into())),
+                }
+            }
             Request::AddIdentity(_) | Request::AddIdConstrained(_) => {
                 return Err(Error::Protocol(
                     "this agent holds TPM keys only; add them with ssh-tpm-add, or keep \
@@ -146,31 +195,101 @@ impl Agent {
         let key = self.find(&request.key_blob).ok_or(Error::NoSuchKey)?;
         let hash = sign_hash(key.spec, request.flags)?;
         tracing::debug!(key = %key.fingerprint(), ?hash, "sign request");
+        let data = Arc::new(request.data);
 
-        let pin = if key.key.empty_auth {
-            Pin::empty()
-        } else {
-            let prompt = format!("Enter PIN for TPM key {}: ", key.label());
-            askpass::ask_pin(&prompt)
-                .await
-                .map_err(|e| with_key(&key, e))?
+        let mut wrong = 0;
+        loop {
+            let (pin, cached) = self.pin_for(&key, wrong).await?;
+            let job_key = Arc::clone(&key);
+            let (job_pin, job_data) = (pin.clone(), Arc::clone(&data));
+            let signed = self
+                .on_tpm(move |tpm| tpm.sign(&job_key.key, &job_pin, hash, &job_data))
+                .await?;
+            match signed {
+                Ok(signature) => {
+                    self.pins.put(&key.public_blob, pin);
+                    tracing::debug!(key = %key.fingerprint(), "signed");
+                    return Ok(signature);
+                }
+                Err(ssh_tpm_tpm::Error::WrongPin { tries_left }) => {
+                    self.pins.forget(&key.public_blob);
+                    // A stale cached PIN is not the user's mistake; ask, and count from there.
+                    if !cached {
+                        wrong += 1;
+                    }
+                    let error = ssh_tpm_tpm::Error::WrongPin { tries_left };
+                    if wrong >= PIN_ATTEMPTS || tries_left == Some(0) {
+                        return Err(with_key(&key, Error::Tpm(error)));
+                    }
+                    tracing::warn!("key {}: {error}; asking again", key.label());
+                }
+                Err(e) => return Err(with_key(&key, Error::Tpm(e))),
+            }
+        }
+    }
+
+    /// The PIN to try: none for keys without one, the cached one, or a prompt. Before a
+    /// prompt, the TPM is asked whether it accepts PINs at all, so that a user in lockout
+    /// is told so instead of typing a PIN that cannot work.
+    async fn pin_for(&self, key: &Arc<AgentKey>, wrong: u32) -> Result<(Pin, bool)> {
+        if key.key.empty_auth {
+            return Ok((Pin::empty(), false));
+        }
+        if let Some(pin) = self.pins.get(&key.public_blob) {
+            return Ok((pin, true));
+        }
+        let status = self.on_tpm(|tpm| tpm.lockout_status()).await?;
+        if let Ok(status) = status {
+            if status.in_lockout {
+                let retry_in_secs = status.lockout_ends_within();
+                let error = ssh_tpm_tpm::Error::Lockout { retry_in_secs };
+                return Err(with_key(key, Error::Tpm(error)));
+            }
+        }
+        let prompt = match wrong {
+            0 => format!("Enter PIN for TPM key {}: ", key.label()),
+            n => format!(
+                "Wrong PIN. Enter PIN for TPM key {} (attempt {} of {PIN_ATTEMPTS}): ",
+                key.label(),
+                n + 1
+            ),
         };
-
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let job_key = Arc::clone(&key);
-        let data = request.data;
-        self.tpm.submit(
-            move |tpm| tpm.sign(&job_key.key, &pin, hash, &data),
-            move |result| {
-                let _ = tx.send(result);
-            },
-        )?;
-        let signature = rx
+        let pin = askpass::ask_pin(&prompt)
             .await
-            .map_err(|_| Error::Protocol("the TPM thread stopped".into()))?
-            .map_err(|e| with_key(&key, Error::Tpm(e)))?;
-        tracing::debug!(key = %key.fingerprint(), "signed");
-        Ok(signature)
+            .map_err(|e| with_key(key, e))?;
+        Ok((pin, false))
+    }
+
+    /// Runs `job` on the TPM thread and waits for it without blocking other clients.
+    async fn on_tpm<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut ssh_tpm_tpm::Tpm) -> T + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tpm.submit(job, move |result| {
+            let _ = tx.send(result);
+        })?;
+        rx.await
+            .map_err(|_| Error::Protocol("the TPM thread stopped".into()))
+    }
+
+    /// SSH_AGENTC_REMOVE_IDENTITY (draft-miller-ssh-agent 4.3): `string key blob`.
+    fn remove(&self, mut body: &[u8]) -> Result<Vec<u8>> {
+        let blob = Vec::<u8>::decode(&mut body)
+            .ok()
+            .filter(|_| body.is_empty())
+            .ok_or_else(|| Error::Protocol("malformed remove request".into()))?;
+        let removed = self.keyring.remove(&blob).ok_or(Error::NoSuchKey)?;
+        self.pins.forget(&removed.public_blob);
+        tracing::info!(key = %removed.label(), "key removed");
+        Ok(vec![SUCCESS])
+    }
+
+    fn is_locked(&self) -> bool {
+        self.lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 
     fn extension(&self, extension: Extension) -> Result<Response> {
@@ -196,6 +315,12 @@ impl Agent {
             k.public_blob == blob || k.certificate.as_ref().is_some_and(|c| c.as_bytes() == blob)
         })
     }
+}
+
+/// The lock passphrase is kept only as its SHA-256, and compared in constant time.
+fn passphrase_digest(passphrase: String) -> Zeroizing<[u8; 32]> {
+    let passphrase = Zeroizing::new(passphrase);
+    Zeroizing::new(Sha256::digest(passphrase.as_bytes()).into())
 }
 
 fn encode_response(response: &Response) -> Result<Vec<u8>> {
@@ -228,14 +353,10 @@ fn with_key(key: &AgentKey, error: Error) -> Error {
 
 fn request_name(request: &Request) -> &'static str {
     match request {
-        Request::RemoveIdentity(_) => "remove identity (18)",
-        Request::RemoveAllIdentities => "remove all identities (19)",
         Request::AddSmartcardKey(_) | Request::AddSmartcardKeyConstrained(_) => {
             "add smartcard key (20/26)"
         }
         Request::RemoveSmartcardKey(_) => "remove smartcard key (21)",
-        Request::Lock(_) => "lock (22)",
-        Request::Unlock(_) => "unlock (23)",
         _ => "this",
     }
 }

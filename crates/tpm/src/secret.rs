@@ -28,6 +28,21 @@ impl Pin {
     pub fn expose(&self) -> &[u8] {
         &self.0
     }
+
+    /// Asks the kernel to keep this PIN's memory out of swap, for PINs that are kept
+    /// (the agent's cache). Best effort: without the privilege or the rlimit, it stays
+    /// swappable, and the failure is returned for the caller to log.
+    pub fn lock_in_memory(&self) -> std::io::Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: mlock(2) neither reads nor writes the range; it only pins the pages that
+        // hold this live buffer. Locks are never undone here, so no other buffer sharing a
+        // page can lose its lock through us.
+        #[allow(unsafe_code)]
+        let locked = unsafe { rustix::mm::mlock(self.0.as_ptr() as *mut _, self.0.len()) };
+        locked.map_err(std::io::Error::from)
+    }
 }
 
 impl From<String> for Pin {

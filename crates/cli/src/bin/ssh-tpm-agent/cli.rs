@@ -25,6 +25,10 @@ pub struct Args {
     #[arg(long)]
     pub no_load: bool,
 
+    /// Do not keep PINs in memory: ask for the PIN at every signature
+    #[arg(long)]
+    pub no_cache: bool,
+
     /// Print the socket path and exit
     #[arg(long)]
     pub print_socket: bool,

@@ -41,7 +41,7 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<(), CliError> {
     let path = socket::resolve(args.socket.as_deref())?;
     let tpm = TpmService::start(args.tpm.target()?)?;
-    let agent = Agent::new(tpm);
+    let agent = Agent::new(tpm, !args.no_cache);
     if !args.no_load {
         let dir = match args.key_dir {
             Some(dir) => dir,
