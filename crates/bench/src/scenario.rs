@@ -1,0 +1,212 @@
+//! The measurements made through an agent socket, the same for every agent: sequential
+//! signatures on one connection, keys signed in turn, and many clients at once. TPM
+//! commands are counted by the proxy in front of the agent's TPM over exactly the
+//! measured signatures.
+
+use std::path::Path;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use ssh_key::public::KeyData;
+
+use crate::agent_client::{auth_data, AgentClient, Identity, RSA_SHA2_512};
+use crate::error::{Error, Result};
+use crate::latency::Summary;
+use crate::proxy::{Counts, TpmProxy};
+
+/// Sequential signatures and what the TPM saw meanwhile.
+#[derive(Debug, Clone, Default)]
+pub struct Serial {
+    pub summary: Summary,
+    pub counts: Counts,
+}
+
+impl Serial {
+    /// TPM commands per signature.
+    pub fn commands_per_sign(&self) -> f64 {
+        self.counts.commands() as f64 / self.summary.count.max(1) as f64
+    }
+
+    /// Time swtpm spent per signature, as the proxy saw it.
+    pub fn tpm_time_per_sign(&self) -> Duration {
+        self.counts.tpm_time() / self.summary.count.max(1) as u32
+    }
+}
+
+/// The sign flags SSH uses for a key: rsa-sha2-512 for RSA, none for ECDSA.
+pub fn flags_for(key: &KeyData) -> u32 {
+    match key {
+        KeyData::Rsa(_) => RSA_SHA2_512,
+        _ => 0,
+    }
+}
+
+/// The key an agent lists with this comment.
+pub fn find_key(identities: &[Identity], comment: &str) -> Result<KeyData> {
+    identities
+        .iter()
+        .find(|identity| identity.comment == comment)
+        .map(|identity| identity.key.clone())
+        .ok_or_else(|| Error::Setup(format!("the agent does not list a key named {comment}")))
+}
+
+/// Counts what the TPM behind `proxy` does while `work` runs (no proxy: nothing).
+pub fn counted<T>(
+    proxy: Option<&TpmProxy>,
+    work: impl FnOnce() -> Result<T>,
+) -> Result<(T, Counts)> {
+    let before = proxy.map(TpmProxy::counts).unwrap_or_default();
+    let value = work()?;
+    let after = proxy.map(TpmProxy::counts).unwrap_or_default();
+    Ok((value, after.since(&before)))
+}
+
+/// One verified warm-up signature per key, then `rounds` rounds over `keys` in turn on one
+/// connection. With one key this is the plain per-signature latency.
+pub fn signs_in_turn(
+    socket: &Path,
+    keys: &[KeyData],
+    rounds: usize,
+    proxy: Option<&TpmProxy>,
+) -> Result<Serial> {
+    let mut client = AgentClient::connect(socket)?;
+    for (i, key) in keys.iter().enumerate() {
+        client.sign_verified(key, &auth_data(i as u64), flags_for(key))?;
+    }
+    let (samples, counts) = counted(proxy, || {
+        let mut samples = Vec::with_capacity(rounds * keys.len());
+        for round in 0..rounds {
+            for (i, key) in keys.iter().enumerate() {
+                let data = auth_data((round * keys.len() + i) as u64);
+                let started = Instant::now();
+                client.sign(key, &data, flags_for(key))?;
+                samples.push(started.elapsed());
+            }
+        }
+        Ok(samples)
+    })?;
+    Ok(Serial {
+        summary: Summary::of(&samples),
+        counts,
+    })
+}
+
+/// The first signature with `key` on this connection, verified: cold when the agent has
+/// not used the key (or its parent) yet.
+pub fn first_sign(socket: &Path, key: &KeyData, proxy: Option<&TpmProxy>) -> Result<Serial> {
+    let mut client = AgentClient::connect(socket)?;
+    let (elapsed, counts) = counted(proxy, || {
+        let started = Instant::now();
+        client.sign_verified(key, &auth_data(u64::MAX), flags_for(key))?;
+        Ok(started.elapsed())
+    })?;
+    Ok(Serial {
+        summary: Summary::of(&[elapsed]),
+        counts,
+    })
+}
+
+/// Many clients signing at once, each on its own connection.
+#[derive(Debug, Clone, Default)]
+pub struct Concurrent {
+    pub clients: usize,
+    pub per_client: usize,
+    pub completed: usize,
+    pub errors: usize,
+    pub elapsed: Duration,
+    pub latency: Summary,
+    /// Each client's mean latency, fastest and slowest.
+    pub fastest_client: Duration,
+    pub slowest_client: Duration,
+    pub counts: Counts,
+}
+
+impl Concurrent {
+    /// Signatures per second over all clients.
+    pub fn throughput(&self) -> f64 {
+        self.completed as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Whether some client fell behind: a failed signature, or a client whose mean
+    /// latency is over twice the mean of all signatures (its fair share).
+    pub fn starved(&self) -> bool {
+        let mean = self.latency.mean.as_secs_f64();
+        self.errors > 0 || self.slowest_client.as_secs_f64() > 2.0 * mean
+    }
+}
+
+/// `clients` connections, released together, each signing `per_client` times with `key`.
+pub fn concurrent(
+    socket: &Path,
+    key: &KeyData,
+    clients: usize,
+    per_client: usize,
+    proxy: Option<&TpmProxy>,
+) -> Result<Concurrent> {
+    let mut connections = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let mut client = AgentClient::connect(socket)?;
+        client.sign_verified(key, &auth_data(0), flags_for(key))?;
+        connections.push(client);
+    }
+    let start = Barrier::new(clients + 1);
+    let flags = flags_for(key);
+    let ((results, elapsed), counts) = counted(proxy, || {
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = connections
+                .into_iter()
+                .enumerate()
+                .map(|(c, mut client)| {
+                    let start = &start;
+                    scope.spawn(move || {
+                        start.wait();
+                        let mut samples = Vec::with_capacity(per_client);
+                        let mut errors = 0;
+                        for i in 0..per_client {
+                            let data = auth_data((c * per_client + i) as u64);
+                            let started = Instant::now();
+                            match client.sign(key, &data, flags) {
+                                Ok(_) => samples.push(started.elapsed()),
+                                Err(_) => errors += 1,
+                            }
+                        }
+                        (samples, errors)
+                    })
+                })
+                .collect();
+            start.wait();
+            let began = Instant::now();
+            let results: Vec<(Vec<Duration>, usize)> = workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|_| (Vec::new(), per_client)))
+                .collect();
+            Ok((results, began.elapsed()))
+        })
+    })?;
+
+    let client_means: Vec<Duration> = results.iter().map(|(s, _)| Summary::of(s).mean).collect();
+    let all: Vec<Duration> = results
+        .iter()
+        .flat_map(|(s, _)| s.iter().copied())
+        .collect();
+    Ok(Concurrent {
+        clients,
+        per_client,
+        completed: all.len(),
+        errors: results.iter().map(|(_, e)| e).sum(),
+        elapsed,
+        latency: Summary::of(&all),
+        fastest_client: client_means.iter().copied().min().unwrap_or_default(),
+        slowest_client: client_means.iter().copied().max().unwrap_or_default(),
+        counts,
+    })
+}
+
+/// Signs `count` more times with `key` (to age an agent before measuring its memory).
+pub fn sign_many(socket: &Path, key: &KeyData, count: usize) -> Result<()> {
+    let mut client = AgentClient::connect(socket)?;
+    for i in 0..count {
+        client.sign(key, &auth_data(i as u64), flags_for(key))?;
+    }
+    Ok(())
+}
