@@ -9,7 +9,8 @@
 use std::time::Instant;
 
 use ssh_tpm_bench::floor::RawTpm;
-use ssh_tpm_tpm::{EmbeddedSwtpm, KeySpec, Pin, SignHash, Tpm, TpmTarget};
+use ssh_tpm_bench::swtpm::Swtpm;
+use ssh_tpm_tpm::{KeySpec, Pin, SignHash, Tpm, TpmTarget};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::env::set_var("TSS2_LOG", "all+NONE");
@@ -22,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     let dir = std::env::temp_dir().join(format!("pin-session.{}", std::process::id()));
-    let swtpm = EmbeddedSwtpm::start(&dir)?;
+    let swtpm = Swtpm::start(&dir)?;
     let key = {
         let mut tpm = Tpm::open(&TpmTarget::Tcti(swtpm.tcti()))?;
         tpm.create_key(KeySpec::EcdsaP256, &Pin::from(pin.to_string()))?

@@ -5,8 +5,9 @@
 //!
 //! Layout: [`frame`] reads TPM command headers and [`proxy`] relays them; [`agent_client`]
 //! speaks the agent protocol; [`scenario`] holds the measurements made through a socket;
-//! [`floor`] signs through tss-esapi alone; [`ours`] and [`peer`] start the two agents;
-//! [`run`] drives one whole run and [`report`] turns it into Markdown.
+//! [`floor`] signs through tss-esapi alone; [`swtpm`] starts a private swtpm; [`ours`] and
+//! [`peer`] start the two agents; [`run`] drives one whole run and [`report`] turns it into
+//! Markdown.
 
 pub mod agent_client;
 pub mod error;
@@ -21,5 +22,6 @@ pub mod proxy;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod swtpm;
 
 pub use error::{Error, Result};

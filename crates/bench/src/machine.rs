@@ -35,7 +35,7 @@ pub fn describe() -> Vec<(String, String)> {
         ("rustc".into(), first_line("rustc", &["--version"])),
         (
             "ssh-tpm commit".into(),
-            first_line("git", &["rev-parse", "--short", "HEAD"]),
+            first_line("git", &["describe", "--always", "--dirty"]),
         ),
     ]
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use ssh_key::public::KeyData;
 use ssh_tpm_keyfile::TpmKey;
-use ssh_tpm_tpm::{EmbeddedSwtpm, Pin, SignHash, Tpm, TpmTarget};
+use ssh_tpm_tpm::{Pin, SignHash, Tpm, TpmTarget};
 
 use crate::agent_client::{auth_data, AgentClient};
 use crate::error::{Error, Result};
@@ -17,6 +17,7 @@ use crate::ours::{self, KeyRequest, Ours, RunningAgent};
 use crate::peer::{self, Pkcs11Agent};
 use crate::proxy::{Counts, TpmProxy};
 use crate::scenario::{self, Concurrent, Serial};
+use crate::swtpm::Swtpm;
 
 /// The PIN of every PIN-protected key (ours and the pkcs11 token's user PIN).
 const PIN: &str = "24680";
@@ -206,15 +207,10 @@ pub fn run(config: &Config, progress: &mut dyn FnMut(&str)) -> Result<Results> {
 }
 
 /// A swtpm of our own with a fresh state, and the proxy in front of it.
-fn swtpm_with_proxy(dir: &Path) -> Result<(EmbeddedSwtpm, TpmProxy)> {
-    let swtpm = EmbeddedSwtpm::start(dir).map_err(|e| Error::Setup(e.to_string()))?;
-    let port = swtpm
-        .tcti()
-        .rsplit("port=")
-        .next()
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| Error::Setup(format!("no port in {}", swtpm.tcti())))?;
-    let proxy = TpmProxy::start(port).map_err(|e| Error::io("starting the TPM proxy", e))?;
+fn swtpm_with_proxy(dir: &Path) -> Result<(Swtpm, TpmProxy)> {
+    let swtpm = Swtpm::start(dir)?;
+    let proxy =
+        TpmProxy::start(swtpm.port()).map_err(|e| Error::io("starting the TPM proxy", e))?;
     Ok((swtpm, proxy))
 }
 
@@ -424,6 +420,11 @@ fn agent_rows(
     results
         .cold
         .push(("first signature with a second key (P-384)".into(), other));
+    let pin = scenario::first_sign(&socket, &key("p256-pin")?, Some(proxy))?;
+    results.cold.push((
+        "first signature with a PIN key (P-256; one askpass run)".into(),
+        pin,
+    ));
 
     progress("  latency per key");
     for alg in Alg::ALL {

@@ -1,0 +1,81 @@
+//! A throwaway swtpm for one benchmark phase: fresh state, TCP data and control ports on
+//! loopback (the proxy sits in front of them), stopped and its state left to the caller.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::process::{self, Process};
+
+/// A running swtpm; stopped when dropped.
+pub struct Swtpm {
+    port: u16,
+    _process: Process,
+}
+
+impl Swtpm {
+    /// Starts swtpm with its state in `dir` (created if missing) on a free port pair.
+    pub fn start(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let mut last = None;
+        for _ in 0..5 {
+            let port = free_port_pair()?;
+            let mut process = Process::spawn(
+                "swtpm",
+                Command::new("swtpm")
+                    .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
+                    .arg("--tpmstate")
+                    .arg(format!("dir={}", dir.display()))
+                    .arg("--server")
+                    .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+                    .arg("--ctrl")
+                    .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1)),
+                &dir.join("swtpm.log"),
+            )?;
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let ready = process::wait_for("swtpm to listen", Duration::from_secs(5), || {
+                TcpStream::connect_timeout(&addr, Duration::from_millis(50)).ok()
+            });
+            match ready.and_then(|_| process.check_running()) {
+                Ok(()) => {
+                    return Ok(Swtpm {
+                        port,
+                        _process: process,
+                    })
+                }
+                // Someone took the port between our check and swtpm's bind: try another.
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Setup("swtpm did not start".into())))
+    }
+
+    /// The data port; the control port is the next one.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The TCTI string that reaches this swtpm directly.
+    pub fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+}
+
+/// A port `p` such that `p` and `p + 1` are both free on loopback right now.
+fn free_port_pair() -> Result<u16> {
+    for _ in 0..64 {
+        let first = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .map_err(|e| Error::io("binding a loopback port", e))?;
+        let port = first
+            .local_addr()
+            .map_err(|e| Error::io("binding a loopback port", e))?
+            .port();
+        if port < u16::MAX - 1 && TcpListener::bind((Ipv4Addr::LOCALHOST, port + 1)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(Error::Setup("found no free pair of loopback ports".into()))
+}
