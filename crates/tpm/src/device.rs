@@ -27,7 +27,7 @@ use crate::error::{response_kind, Error, Result};
 use crate::public::{decode_public, key_spec, ssh_signature};
 use crate::secret::Pin;
 use crate::swtpm::EmbeddedSwtpm;
-use crate::target::{device_path, TpmTarget};
+use crate::target::{check_tcti, device_path, TpmTarget};
 use crate::template::{signing_key, storage_primary, KeySpec};
 
 /// Most keys kept loaded at once; beyond this the least recently used is flushed.
@@ -117,6 +117,8 @@ pub struct Tpm {
     session: Option<AuthSession>,
     loaded: Vec<LoadedKey>,
     clock: u64,
+    /// Set when the connection failed; the owner should open a new `Tpm`.
+    broken: bool,
     embedded: Option<EmbeddedSwtpm>,
 }
 
@@ -125,6 +127,7 @@ impl Tpm {
     pub fn open(target: &TpmTarget) -> Result<Self> {
         let (tcti, embedded) = match target {
             TpmTarget::Tcti(tcti) => {
+                check_tcti(tcti)?;
                 if let Some(device) = device_path(tcti).filter(|d| !d.exists()) {
                     return Err(Error::NoTpm(device.to_path_buf()));
                 }
@@ -157,14 +160,29 @@ impl Tpm {
             }
         }
         tracing::debug!(%tcti, "TPM open");
-        Ok(Tpm {
+        let tpm = Tpm {
             ctx,
             parents: Vec::new(),
             session: None,
             loaded: Vec::new(),
             clock: 0,
+            broken: false,
             embedded,
-        })
+        };
+        Ok(tpm)
+    }
+
+    /// Whether the connection failed; a new [`Tpm`] must be opened to go on.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Marks the connection broken when `result` says it was lost.
+    fn note<T>(&mut self, result: Result<T>) -> Result<T> {
+        if matches!(result, Err(Error::ConnectionLost { .. })) {
+            self.broken = true;
+        }
+        result
     }
 
     /// The key kinds this TPM can create (ECC curves it lists, RSA sizes it accepts).
@@ -198,6 +216,11 @@ impl Tpm {
 
     /// Reads the dictionary-attack state in one TPM2_GetCapability.
     pub fn lockout_status(&mut self) -> Result<LockoutStatus> {
+        let result = self.lockout_status_once();
+        self.note(result)
+    }
+
+    fn lockout_status_once(&mut self) -> Result<LockoutStatus> {
         const PT_PERMANENT: u32 = 0x200;
         const IN_LOCKOUT: u32 = 1 << 9;
         let (caps, _) = self
@@ -236,6 +259,11 @@ impl Tpm {
     /// Creates a signing key under the owner hierarchy's storage key. The PIN travels in
     /// a session salted to that key, with parameter encryption.
     pub fn create_key(&mut self, spec: KeySpec, pin: &Pin) -> Result<TpmKey> {
+        let result = self.create_key_once(spec, pin);
+        self.note(result)
+    }
+
+    fn create_key_once(&mut self, spec: KeySpec, pin: &Pin) -> Result<TpmKey> {
         let template = signing_key(spec, !pin.is_empty())?;
         let parent = self.parent(handle::OWNER)?;
         let session = self.session(parent)?;
@@ -261,6 +289,17 @@ impl Tpm {
 
     /// Signs `data` with `key`. A key that needs a PIN is never tried with an empty one.
     pub fn sign(
+        &mut self,
+        key: &TpmKey,
+        pin: &Pin,
+        hash: SignHash,
+        data: &[u8],
+    ) -> Result<ssh_key::Signature> {
+        let result = self.sign_once(key, pin, hash, data);
+        self.note(result)
+    }
+
+    fn sign_once(
         &mut self,
         key: &TpmKey,
         pin: &Pin,
@@ -475,9 +514,8 @@ impl Drop for Tpm {
 }
 
 fn auth_value(pin: &Pin) -> Result<Auth> {
-    Auth::try_from(pin.expose().to_vec()).map_err(|_| {
-        Error::Unsupported("the PIN is too long for this TPM (at most 32 bytes)".into())
-    })
+    Auth::try_from(pin.expose().to_vec())
+        .map_err(|_| Error::Unsupported("the PIN is too long for a TPM (at most 64 bytes)".into()))
 }
 
 /// A "null" hashcheck ticket: the digest was not made by the TPM, which is fine for

@@ -54,6 +54,13 @@ pub enum Error {
     #[error(transparent)]
     KeyFile(#[from] ssh_tpm_keyfile::Error),
 
+    /// The TPM stopped answering (swtpm killed, device gone). The next request reconnects.
+    #[error(
+        "lost the connection to the TPM during {op}; the next request reconnects (if this \
+         repeats, check that the TPM or swtpm is running)"
+    )]
+    ConnectionLost { op: &'static str },
+
     /// Any other TPM failure, with the operation that was running.
     #[error("TPM error during {op}: {source}")]
     Tss {
@@ -85,6 +92,7 @@ impl Error {
                 retry_in_secs: None,
             },
             Some(Tss2ResponseCodeKind::Integrity) => Error::ForeignKey,
+            _ if is_transport_error(source) => Error::ConnectionLost { op },
             _ => Error::Tss { op, source },
         }
     }
@@ -95,6 +103,25 @@ impl Error {
             source,
         }
     }
+}
+
+/// The raw TSS2_RC of an error. tss-esapi 7 keeps it private but prints it in hex.
+fn raw_code(error: tss_esapi::Error) -> Option<u32> {
+    let text = match error {
+        tss_esapi::Error::Tss2Error(Tss2ResponseCode::FormatZero(rc)) => rc.to_string(),
+        tss_esapi::Error::Tss2Error(Tss2ResponseCode::FormatOne(rc)) => rc.to_string(),
+        _ => return None,
+    };
+    let hex = text.rsplit("0x").next()?;
+    u32::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// Whether the error came from the transport (the TCTI layer, 0x000Axxxx in the TSS 2.0
+/// response-code layering) rather than from the TPM: the connection is gone.
+pub(crate) fn is_transport_error(error: tss_esapi::Error) -> bool {
+    const LAYER_MASK: u32 = 0x00FF_0000;
+    const TCTI_LAYER: u32 = 0x000A_0000;
+    raw_code(error).is_some_and(|rc| rc & LAYER_MASK == TCTI_LAYER)
 }
 
 /// The TPM 2.0 response code kind behind a tss-esapi error, when there is one.
@@ -132,6 +159,22 @@ fn duration_text(secs: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transport_errors_are_told_apart_from_tpm_errors() {
+        let io_error = tss_esapi::Error::Tss2Error(Tss2ResponseCode::from(0x000A_000A));
+        assert!(is_transport_error(io_error));
+        assert!(matches!(
+            Error::tss("signing", io_error),
+            Error::ConnectionLost { .. }
+        ));
+        let auth_fail = tss_esapi::Error::Tss2Error(Tss2ResponseCode::from(0x0000_098E));
+        assert!(!is_transport_error(auth_fail));
+        assert!(matches!(
+            Error::tss("signing", auth_fail),
+            Error::WrongPin { .. }
+        ));
+    }
 
     #[test]
     fn pin_errors_say_what_is_left() {

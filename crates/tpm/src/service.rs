@@ -36,6 +36,13 @@ impl TpmService {
                     }
                 };
                 for job in inbox {
+                    if tpm.is_broken() {
+                        // The request that saw the failure has failed; this one reconnects.
+                        match reopen(tpm, &target) {
+                            Some(fresh) => tpm = fresh,
+                            None => return,
+                        }
+                    }
                     job(&mut tpm);
                 }
             })
@@ -88,6 +95,30 @@ impl TpmService {
         self.jobs.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// Closes a broken connection and opens a new one, retrying while the TPM is away. Gives
+/// up (ending the thread, so requests fail with "the TPM thread has stopped") only when
+/// the TPM cannot be opened for a minute.
+fn reopen(broken: Tpm, target: &TpmTarget) -> Option<Tpm> {
+    drop(broken);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match Tpm::open(target) {
+            Ok(tpm) => {
+                tracing::info!("reconnected to the TPM");
+                return Some(tpm);
+            }
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::debug!("TPM not back yet: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            Err(e) => {
+                tracing::error!("cannot reconnect to the TPM: {e}");
+                return None;
+            }
         }
     }
 }

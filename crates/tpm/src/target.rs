@@ -34,6 +34,36 @@ impl TpmTarget {
     }
 }
 
+/// Checks a TCTI string against what this build can reach. tss-esapi 7.7 understands
+/// `device:PATH`, `mssim:`/`swtpm:` with `host=` and `port=`, and `tabrmd:`; anything else
+/// it would silently replace by a default (localhost:2321), so it is refused here.
+pub fn check_tcti(tcti: &str) -> Result<()> {
+    let (kind, options) = tcti.split_once(':').unwrap_or((tcti, ""));
+    let unsupported = |what: String| {
+        Err(Error::Tcti {
+            tcti: tcti.to_string(),
+            reason: format!(
+                "{what}; this build reaches device:PATH, swtpm:host=H,port=P, \
+                 mssim:host=H,port=P and tabrmd:"
+            ),
+        })
+    };
+    match kind {
+        "device" | "tabrmd" => Ok(()),
+        "swtpm" | "mssim" => {
+            for option in options.split(',').filter(|o| !o.is_empty()) {
+                let key = option.split_once('=').map_or(option, |(k, _)| k);
+                if key != "host" && key != "port" {
+                    return unsupported(format!("the {kind} option `{key}` is not supported"));
+                }
+            }
+            Ok(())
+        }
+        _ if tcti.starts_with('/') => Ok(()),
+        other => unsupported(format!("the TCTI `{other}` is not supported")),
+    }
+}
+
 /// The device node named by a `device:` TCTI (or a bare path), if it names one.
 pub fn device_path(tcti: &str) -> Option<&Path> {
     let conf = tcti.strip_prefix("device:").unwrap_or(tcti);
@@ -64,6 +94,18 @@ mod tests {
     fn tcti_flag_wins_over_swtpm() {
         let target = TpmTarget::resolve(Some("swtpm:port=1"), true).expect("resolves");
         assert_eq!(target, TpmTarget::Tcti("swtpm:port=1".into()));
+    }
+
+    #[test]
+    fn unsupported_tcti_options_are_refused() {
+        assert!(check_tcti("swtpm:host=127.0.0.1,port=2321").is_ok());
+        assert!(check_tcti("device:/dev/tpmrm0").is_ok());
+        let err = check_tcti("swtpm:path=/run/swtpm.sock").expect_err("path refused");
+        assert!(
+            err.to_string().contains("option `path` is not supported"),
+            "{err}"
+        );
+        assert!(check_tcti("cmd:swtpm chardev").is_err());
     }
 
     #[test]

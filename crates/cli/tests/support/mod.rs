@@ -869,3 +869,20 @@ pub fn askpass_calls(script: &Path) -> usize {
     let calls = PathBuf::from(format!("{}.calls", script.display()));
     read_text(&calls).lines().count()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Signals to the agent
+
+impl Agent {
+    /// Sends `signal` to the agent (SIGKILL to simulate a crash, SIGHUP to reload).
+    pub fn send(&mut self, signal: Signal) {
+        self.daemon.signal(signal);
+    }
+
+    /// Waits until the agent has exited; panics if it has not within a few seconds.
+    pub fn wait_exited(&mut self) -> ExitStatus {
+        self.daemon
+            .wait_exit(STOP_TIMEOUT)
+            .unwrap_or_else(|| panic!("ssh-tpm-agent did not exit:\n{}", self.stderr()))
+    }
+}

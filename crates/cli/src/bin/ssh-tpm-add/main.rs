@@ -10,6 +10,7 @@ use ssh_tpm::CliError;
 use ssh_tpm_agent_core::cert::CertBlob;
 use ssh_tpm_agent_core::client;
 use ssh_tpm_agent_core::keyring::sibling;
+use ssh_tpm_agent_core::AgentKey;
 use ssh_tpm_keyfile::TpmKey;
 
 /// Add TPM key files to the agent at $SSH_TPM_AUTH_SOCK (or $SSH_AUTH_SOCK).
@@ -37,8 +38,7 @@ fn main() -> ExitCode {
 }
 
 fn add(socket: &Path, file: &Path) -> Result<(), CliError> {
-    let bytes = std::fs::read(file)
-        .map_err(|e| CliError::io(format!("cannot read {}", file.display()), e))?;
+    let bytes = read_key_file(file)?;
     let mut key = TpmKey::from_bytes(&bytes).map_err(|source| CliError::KeyFile {
         path: file.display().to_string(),
         source,
@@ -63,10 +63,35 @@ fn add(socket: &Path, file: &Path) -> Result<(), CliError> {
         })?),
         Err(_) => None,
     };
-    client::add_key(socket, &key, certificate.as_ref())?;
+    // Check here what the agent would check, so the reason shows on this terminal.
+    AgentKey::new(key.clone(), certificate.clone())
+        .map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
+    client::add_key(socket, &key, certificate.as_ref()).map_err(|e| match e {
+        ssh_tpm_agent_core::Error::Protocol(reason) => CliError::Usage(format!(
+            "{reason} (agent at {}; OpenSSH's ssh-agent cannot hold TPM keys: point \
+             SSH_TPM_AUTH_SOCK at ssh-tpm-agent)",
+            socket.display()
+        )),
+        other => other.into(),
+    })?;
     println!("Identity added: {} ({comment})", file.display());
     if certificate.is_some() {
         println!("Certificate added: {}", cert_path.display());
     }
     Ok(())
+}
+
+/// Key files are a few KiB; a larger file is not one, and is not read whole.
+const MAX_KEY_FILE: u64 = 64 * 1024;
+
+fn read_key_file(file: &Path) -> Result<Vec<u8>, CliError> {
+    let cannot = |e| CliError::io(format!("cannot read {}", file.display()), e);
+    let size = std::fs::metadata(file).map_err(cannot)?.len();
+    if size > MAX_KEY_FILE {
+        return Err(CliError::Usage(format!(
+            "{} is {size} bytes, too large for a TPM key file",
+            file.display()
+        )));
+    }
+    std::fs::read(file).map_err(cannot)
 }

@@ -42,14 +42,13 @@ fn run(args: Args) -> Result<(), CliError> {
     let path = socket::resolve(args.socket.as_deref())?;
     let tpm = TpmService::start(args.tpm.target()?)?;
     let agent = Agent::new(tpm, !args.no_cache);
-    if !args.no_load {
-        let dir = match args.key_dir {
-            Some(dir) => dir,
-            None => default_key_dir()?,
-        };
-        for failure in agent.keyring().load_dir(&dir) {
-            tracing::warn!("not loaded: {failure}");
-        }
+    let key_dir = match (args.no_load, args.key_dir) {
+        (true, _) => None,
+        (false, Some(dir)) => Some(dir),
+        (false, None) => Some(default_key_dir()?),
+    };
+    if let Some(dir) = &key_dir {
+        load_keys(&agent, dir);
     }
 
     let listener = socket::bind(&path)?;
@@ -65,6 +64,20 @@ fn run(args: Args) -> Result<(), CliError> {
             .map_err(|e| CliError::io("cannot handle SIGTERM", e))?;
         let mut int =
             signal(SignalKind::interrupt()).map_err(|e| CliError::io("cannot handle SIGINT", e))?;
+        let mut hangup =
+            signal(SignalKind::hangup()).map_err(|e| CliError::io("cannot handle SIGHUP", e))?;
+        let reloader = Arc::clone(&agent);
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                match &key_dir {
+                    Some(dir) => {
+                        tracing::info!(dir = %dir.display(), "SIGHUP: reloading keys");
+                        load_keys(&reloader, dir);
+                    }
+                    None => tracing::info!("SIGHUP: no key directory to reload (--no-load)"),
+                }
+            }
+        });
         tracing::info!(socket = %path.display(), "listening");
         let stop = async {
             tokio::select! {
@@ -83,6 +96,13 @@ fn run(args: Args) -> Result<(), CliError> {
     }
     tracing::info!("stopped");
     served
+}
+
+/// Loads (or reloads) every key file under `dir`, reporting each one that fails.
+fn load_keys(agent: &Agent, dir: &std::path::Path) {
+    for failure in agent.keyring().load_dir(dir) {
+        tracing::warn!("not loaded: {failure}");
+    }
 }
 
 fn default_key_dir() -> Result<PathBuf, CliError> {

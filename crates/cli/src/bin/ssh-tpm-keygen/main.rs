@@ -13,6 +13,9 @@ use ssh_tpm_tpm::{KeySpec, Pin, Tpm};
 
 use cli::Args;
 
+/// Longest PIN accepted: a TPM2B_AUTH holds at most a SHA-512 digest's worth of bytes.
+const MAX_PIN_BYTES: usize = 64;
+
 fn main() -> ExitCode {
     ssh_tpm::quiet_tss();
     ssh_tpm::init_logging(tracing::Level::WARN);
@@ -35,6 +38,13 @@ fn run(args: Args) -> Result<(), CliError> {
         Some(path) => strip_tpm_suffix(path),
         None => ask_file(spec)?,
     };
+    if stem.is_dir() || stem.as_os_str().to_string_lossy().ends_with('/') {
+        return Err(CliError::Usage(format!(
+            "{} is a directory; give a file name, like {}/id_ecdsa",
+            stem.display(),
+            stem.display().to_string().trim_end_matches('/')
+        )));
+    }
     let key_path = with_suffix(&stem, ".tpm");
     let pub_path = with_suffix(&stem, ".pub");
     // One question covers both files, as ssh-keygen asks once for the key pair.
@@ -51,6 +61,12 @@ fn run(args: Args) -> Result<(), CliError> {
         Some(pin) => Pin::from(pin),
         None => prompt::new_pin()?,
     };
+    if pin.expose().len() > MAX_PIN_BYTES {
+        return Err(CliError::Usage(format!(
+            "the PIN is {} bytes long; a TPM key's PIN can be at most {MAX_PIN_BYTES} bytes",
+            pin.expose().len()
+        )));
+    }
     let comment = args.comment.unwrap_or_else(default_comment);
 
     eprintln!("Generating a {spec} key inside the TPM...");
