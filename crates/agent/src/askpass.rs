@@ -19,22 +19,8 @@ const DEFAULT_ASKPASS: &str = "/usr/bin/ssh-askpass";
 pub fn program() -> Result<PathBuf> {
     let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
     let require = env("SSH_ASKPASS_REQUIRE").map(|v| v.to_string_lossy().into_owned());
-    match require.as_deref() {
-        Some("never") => {
-            return Err(Error::NoPrompt(
-                "SSH_ASKPASS_REQUIRE=never forbids prompts; unset it or set it to force".into(),
-            ))
-        }
-        Some("force") => {}
-        _ if env("DISPLAY").is_none() && env("WAYLAND_DISPLAY").is_none() => {
-            return Err(Error::NoPrompt(
-                "no DISPLAY or WAYLAND_DISPLAY to show a prompt on; set SSH_ASKPASS to a \
-                 prompt program and SSH_ASKPASS_REQUIRE=force"
-                    .into(),
-            ))
-        }
-        _ => {}
-    }
+    let has_display = env("DISPLAY").is_some() || env("WAYLAND_DISPLAY").is_some();
+    prompt_allowed(require.as_deref(), has_display)?;
     let program = env("SSH_ASKPASS").map_or_else(|| PathBuf::from(DEFAULT_ASKPASS), PathBuf::from);
     if program.is_absolute() && !program.exists() {
         return Err(Error::NoPrompt(format!(
@@ -43,6 +29,26 @@ pub fn program() -> Result<PathBuf> {
         )));
     }
     Ok(program)
+}
+
+/// Whether a prompt may be shown, given `SSH_ASKPASS_REQUIRE` and whether a display is set.
+/// The values are compared case-insensitively, as OpenSSH's `read_passphrase` does; `prefer`
+/// and unknown values mean the default, which needs a display.
+fn prompt_allowed(require: Option<&str>, has_display: bool) -> Result<()> {
+    let is = |value: &str| require.is_some_and(|r| r.eq_ignore_ascii_case(value));
+    if is("never") {
+        return Err(Error::NoPrompt(
+            "SSH_ASKPASS_REQUIRE=never forbids prompts; unset it or set it to force".into(),
+        ));
+    }
+    if is("force") || has_display {
+        return Ok(());
+    }
+    Err(Error::NoPrompt(
+        "no DISPLAY or WAYLAND_DISPLAY to show a prompt on; set SSH_ASKPASS to a prompt \
+         program and SSH_ASKPASS_REQUIRE=force"
+            .into(),
+    ))
 }
 
 /// Shows `prompt` and returns what the user typed. An empty answer or a cancelled prompt
@@ -79,4 +85,32 @@ pub async fn ask_pin(prompt: &str) -> Result<Pin> {
         return Err(Error::PromptCancelled);
     }
     Ok(pin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn askpass_require_is_case_insensitive_like_openssh() {
+        for force in ["force", "FORCE", "Force"] {
+            assert!(prompt_allowed(Some(force), false).is_ok(), "{force}");
+        }
+        for never in ["never", "NEVER", "Never"] {
+            let refused = prompt_allowed(Some(never), true);
+            assert!(matches!(refused, Err(Error::NoPrompt(_))), "{never}");
+        }
+    }
+
+    #[test]
+    fn without_force_a_display_is_needed() {
+        for require in [None, Some("prefer"), Some("PREFER"), Some("something")] {
+            assert!(prompt_allowed(require, true).is_ok(), "{require:?}");
+            let refused = prompt_allowed(require, false);
+            assert!(
+                matches!(&refused, Err(Error::NoPrompt(m)) if m.contains("DISPLAY")),
+                "{require:?}: {refused:?}"
+            );
+        }
+    }
 }

@@ -24,6 +24,22 @@ pub enum Error {
     #[error("the PIN prompt was cancelled or returned no PIN; the TPM was not asked")]
     PromptCancelled,
 
+    /// The last wrong PIN the TPM accepted before its dictionary-attack lockout.
+    #[error(
+        "wrong PIN, and that was the last try: the TPM is now locking PIN keys; wait for the \
+         lockout to end, or reset it with the lockout password \
+         (`tpm2_dictionarylockout --clear-lockout`)"
+    )]
+    PinLockedOut,
+
+    /// The key file's emptyAuth flag says "no PIN", but the TPM object has one.
+    #[error(
+        "the key file claims the key has no PIN (emptyAuth TRUE), but the TPM refused an \
+         empty one and counted a failed try; the file's emptyAuth flag is wrong: re-create \
+         the key file, or report a bug to the program that wrote it"
+    )]
+    EmptyAuthRefused,
+
     #[error("{path}: {reason}")]
     KeyFile { path: PathBuf, reason: String },
 

@@ -1,6 +1,9 @@
 //! The keys the agent serves: TPM key files with their public key, comment and optional
 //! certificate, loaded from a directory or added by clients.
 
+use std::fs::FileType;
+use std::io::Read;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -11,6 +14,10 @@ use ssh_tpm_tpm::KeySpec;
 
 use crate::cert::{key_blob, CertBlob};
 use crate::error::{Error, Result};
+
+/// Largest key file read. Real ones are a few KiB (under 16 KiB even with policies); a larger
+/// file is not a key file, and is refused before it is read.
+pub const MAX_KEY_FILE: u64 = 64 * 1024;
 
 /// One TPM key as the agent knows it.
 #[derive(Debug)]
@@ -69,7 +76,7 @@ impl AgentKey {
             path: path.to_path_buf(),
             reason,
         };
-        let bytes = std::fs::read(path).map_err(|e| file_error(e.to_string()))?;
+        let bytes = read_small_file(path).map_err(file_error)?;
         let key = TpmKey::from_bytes(&bytes).map_err(|e| file_error(e.to_string()))?;
         let mut agent_key = AgentKey::new(key, None).map_err(|e| match e {
             Error::Protocol(reason) => file_error(reason),
@@ -118,8 +125,56 @@ pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(format!("{stem}{suffix}"))
 }
 
+/// The bytes of a key file or its companions: a regular file of at most [`MAX_KEY_FILE`]
+/// bytes. Its size is checked before reading, and the read stops past the limit should the
+/// file grow meanwhile.
+fn read_small_file(path: &Path) -> std::result::Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err(format!("{}, not a key file", file_kind(meta.file_type())));
+    }
+    let too_large = |size: u64| {
+        format!("{size} bytes is too large for a key file (at most {MAX_KEY_FILE} bytes); not read")
+    };
+    if meta.len() > MAX_KEY_FILE {
+        return Err(too_large(meta.len()));
+    }
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(MAX_KEY_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_KEY_FILE {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// What a file that is not a regular file is, in words.
+fn file_kind(file_type: FileType) -> &'static str {
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_char_device() || file_type.is_block_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The text of `NAME.pub` or `NAME-cert.pub`: `None` when absent, and also, with a warning,
+/// when it cannot be read.
 fn read_if_exists(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path).ok()
+    if !path.exists() {
+        return None;
+    }
+    let text = read_small_file(path)
+        .and_then(|bytes| String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string()));
+    text.map_err(|reason| tracing::warn!("{}: {reason}; ignored", path.display()))
+        .ok()
 }
 
 /// The agent's keys. Cheap to read; adding replaces a key with the same public key.
@@ -155,26 +210,46 @@ impl Keyring {
         self.keys.write().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    /// Loads every `*.tpm` under `dir` (recursively). Files that fail are returned with
-    /// their error so the caller can report each by name; the rest are loaded.
+    /// Loads every `*.tpm` under `dir` (recursively), in path order. Files that fail, entries
+    /// named `*.tpm` that are not regular files, and files holding a key already loaded from
+    /// an earlier file are returned with the reason, so the caller can report each by name;
+    /// the rest are loaded.
     pub fn load_dir(&self, dir: &Path) -> Vec<Error> {
         let mut failures = Vec::new();
         let mut files = Vec::new();
         collect_key_files(dir, &mut files, &mut failures);
         files.sort();
+        let mut loaded: Vec<(Vec<u8>, PathBuf)> = Vec::new();
         for path in files {
-            match AgentKey::from_file(&path) {
-                Ok(key) => {
-                    tracing::info!(key = %key.label(), file = %path.display(), "key loaded");
-                    self.add(key);
+            let key = match AgentKey::from_file(&path) {
+                Ok(key) => key,
+                Err(e) => {
+                    failures.push(e);
+                    continue;
                 }
-                Err(e) => failures.push(e),
+            };
+            if let Some((_, first)) = loaded.iter().find(|(blob, _)| *blob == key.public_blob) {
+                failures.push(Error::KeyFile {
+                    reason: format!(
+                        "holds the same key as {}, which is served; remove one of the two",
+                        first.display()
+                    ),
+                    path,
+                });
+                continue;
             }
+            tracing::info!(key = %key.label(), file = %path.display(), "key loaded");
+            loaded.push((key.public_blob.clone(), path));
+            self.add(key);
         }
         failures
     }
 }
 
+/// Gathers the regular files named `*.tpm` under `dir`. Other entries with that name (a
+/// directory, FIFO, dangling symlink, symlink loop) are failures; directories are walked
+/// whatever their name, but symlinks to directories are not, so a link loop cannot trap the
+/// walk.
 fn collect_key_files(dir: &Path, files: &mut Vec<PathBuf>, failures: &mut Vec<Error>) {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -186,15 +261,224 @@ fn collect_key_files(dir: &Path, files: &mut Vec<PathBuf>, failures: &mut Vec<Er
             return;
         }
     };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        // file_type() does not follow symlinks, so a link loop cannot trap the walk.
-        match entry.file_type() {
-            Ok(t) if t.is_dir() => collect_key_files(&path, files, failures),
-            Ok(_) if path.extension().is_some_and(|e| e == "tpm") && path.is_file() => {
-                files.push(path)
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                failures.push(Error::KeyFile {
+                    path: dir.to_path_buf(),
+                    reason: format!("cannot list the key directory: {e}"),
+                });
+                continue;
             }
-            _ => {}
+        };
+        let path = entry.path();
+        let named_as_key = path.extension().is_some_and(|e| e == "tpm");
+        // file_type() does not follow symlinks.
+        let file_type = match entry.file_type() {
+            Ok(t) => t,
+            Err(e) if named_as_key => {
+                failures.push(Error::KeyFile {
+                    path,
+                    reason: e.to_string(),
+                });
+                continue;
+            }
+            Err(_) => continue,
+        };
+        if file_type.is_dir() {
+            if named_as_key {
+                failures.push(Error::KeyFile {
+                    reason: "a directory, not a key file (the keys inside are loaded)".into(),
+                    path: path.clone(),
+                });
+            }
+            collect_key_files(&path, files, failures);
+            continue;
         }
+        if !named_as_key {
+            continue;
+        }
+        // metadata() follows symlinks: a link to a key file is a key file.
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => files.push(path),
+            Ok(meta) => {
+                let via_link = if file_type.is_symlink() {
+                    "a symbolic link to "
+                } else {
+                    ""
+                };
+                failures.push(Error::KeyFile {
+                    reason: format!("{via_link}{}, not a key file", file_kind(meta.file_type())),
+                    path,
+                })
+            }
+            Err(e) => failures.push(Error::KeyFile {
+                reason: unreachable_reason(&path, &e),
+                path,
+            }),
+        }
+    }
+}
+
+/// Why a `*.tpm` entry cannot be opened: mostly a symlink that leads nowhere.
+fn unreachable_reason(path: &Path, error: &std::io::Error) -> String {
+    let target = std::fs::read_link(path).ok();
+    let errno = rustix::io::Errno::from_io_error(error);
+    match (target, errno) {
+        (Some(_), Some(rustix::io::Errno::LOOP)) => "a symbolic link loop, not a key file".into(),
+        (Some(target), Some(rustix::io::Errno::NOENT)) => format!(
+            "a symbolic link to {}, which does not exist",
+            target.display()
+        ),
+        _ => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A key file written by tpm2-openssl (see crates/keyfile/tests/fixtures/make-fixtures.sh).
+    const FIXTURE: &str = include_str!("../../keyfile/tests/fixtures/tpm2-openssl-owner.pem");
+
+    /// A private directory under the system's temporary directory, removed on drop.
+    struct TestDir(PathBuf);
+
+    impl TestDir {
+        fn new() -> Self {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let name = format!(
+                "ssh-tpm-agent-keyring-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            );
+            let dir = std::env::temp_dir().join(name);
+            std::fs::create_dir(&dir).expect("create a test directory");
+            TestDir(dir)
+        }
+
+        fn join(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The failures of `load_dir`, as "file name: reason" lines.
+    fn failures_by_name(keyring: &Keyring, dir: &TestDir) -> Vec<String> {
+        let mut lines: Vec<String> = keyring
+            .load_dir(&dir.0)
+            .iter()
+            .map(|e| match e {
+                Error::KeyFile { path, reason } => {
+                    let name = path.strip_prefix(&dir.0).unwrap_or(path);
+                    format!("{}: {reason}", name.display())
+                }
+                other => panic!("not a key file error: {other}"),
+            })
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    #[test]
+    fn entries_named_tpm_that_are_not_files_are_reported() {
+        let dir = TestDir::new();
+        std::fs::create_dir(dir.join("folder.tpm")).expect("mkdir");
+        let fifo = dir.join("fifo.tpm");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .expect("mkfifo");
+        std::os::unix::fs::symlink(dir.join("missing.tpm"), dir.join("dangling.tpm"))
+            .expect("symlink");
+        std::os::unix::fs::symlink(dir.join("loop.tpm"), dir.join("loop.tpm")).expect("symlink");
+        // Not named *.tpm: none of the agent's business.
+        std::os::unix::fs::symlink(dir.join("nowhere"), dir.join("notes")).expect("symlink");
+
+        let keyring = Keyring::default();
+        let failures = failures_by_name(&keyring, &dir);
+        assert!(keyring.keys().is_empty());
+        let expected = [
+            "dangling.tpm: a symbolic link to",
+            "fifo.tpm: a FIFO, not a key file",
+            "folder.tpm: a directory, not a key file",
+            "loop.tpm: a symbolic link loop, not a key file",
+        ];
+        assert_eq!(failures.len(), expected.len(), "{failures:#?}");
+        for (failure, start) in failures.iter().zip(expected) {
+            assert!(
+                failure.starts_with(start),
+                "{failure:?} should start {start:?}"
+            );
+        }
+        assert!(
+            failures[0].ends_with("which does not exist"),
+            "{failures:?}"
+        );
+    }
+
+    #[test]
+    fn the_first_of_two_files_with_one_key_is_kept() {
+        let dir = TestDir::new();
+        std::fs::write(dir.join("a.tpm"), FIXTURE).expect("write a.tpm");
+        std::fs::write(dir.join("b.tpm"), FIXTURE).expect("write b.tpm");
+
+        let keyring = Keyring::default();
+        let failures = failures_by_name(&keyring, &dir);
+        let keys = keyring.keys();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].comment, dir.join("a.tpm").display().to_string());
+        assert_eq!(failures.len(), 1, "{failures:#?}");
+        assert!(
+            failures[0].starts_with("b.tpm: holds the same key as "),
+            "{failures:?}"
+        );
+        assert!(failures[0].contains("a.tpm"), "{failures:?}");
+    }
+
+    /// A huge file is refused from its size, without being read.
+    #[test]
+    fn oversized_key_file_is_refused_unread() {
+        let dir = TestDir::new();
+        let big = dir.join("big.tpm");
+        let file = std::fs::File::create(&big).expect("create big.tpm");
+        // Sparse: it takes no disk space, and no memory unless the agent reads it.
+        file.set_len(256 << 20).expect("grow big.tpm");
+        std::fs::write(dir.join("ok.tpm"), FIXTURE).expect("write ok.tpm");
+
+        let keyring = Keyring::default();
+        let failures = failures_by_name(&keyring, &dir);
+        assert_eq!(keyring.keys().len(), 1, "the other file still loads");
+        assert_eq!(
+            failures,
+            [
+                "big.tpm: 268435456 bytes is too large for a key file (at most 65536 bytes); \
+              not read"
+            ]
+        );
+    }
+
+    #[test]
+    fn key_file_just_over_the_limit_is_refused() {
+        let dir = TestDir::new();
+        let path = dir.join("padded.tpm");
+        let mut text = FIXTURE.to_string();
+        text.push_str(&"\n".repeat(MAX_KEY_FILE as usize));
+        std::fs::write(&path, text).expect("write padded.tpm");
+        let refused = AgentKey::from_file(&path).expect_err("a file over the limit");
+        assert!(refused.to_string().contains("too large"), "{refused}");
+        assert!(refused.to_string().contains("padded.tpm"), "{refused}");
     }
 }

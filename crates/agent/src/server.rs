@@ -1,7 +1,9 @@
 //! Serving the agent protocol (draft-miller-ssh-agent, OpenSSH PROTOCOL.agent) on a Unix
 //! socket: framing, dispatch, and the requests this agent answers.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use ssh_agent_lib::proto::{Extension, Request, Response};
@@ -26,6 +28,10 @@ const REQUEST_IDENTITIES: u8 = 11;
 const IDENTITIES_ANSWER: u8 = 12;
 const SIGN_REQUEST: u8 = 13;
 const REMOVE_IDENTITY: u8 = 18;
+/// Every request number draft-miller-ssh-agent (6.1) and OpenSSH's PROTOCOL.agent define for
+/// protocol 2. The rest are protocol-1 leftovers (1-9, 24) that `ssh-add -D` still sends, or
+/// unknown; they get FAILURE without a warning.
+const KNOWN_REQUESTS: [u8; 12] = [11, 13, 17, 18, 19, 20, 21, 22, 23, 25, 26, 27];
 const FAILURE: u8 = 5;
 const SUCCESS: u8 = 6;
 /// Sign-request flags (draft-miller-ssh-agent 4.5.1).
@@ -54,12 +60,25 @@ impl SignRequest {
 /// Wrong PINs accepted within one sign request before it fails.
 const PIN_ATTEMPTS: u32 = 3;
 
+/// The delay before answering a wrong unlock passphrase grows by this much per failure, as in
+/// OpenSSH's ssh-agent (0.1 s steps)...
+const UNLOCK_DELAY_STEP: Duration = Duration::from_millis(100);
+/// ...up to this many steps (10 s).
+const UNLOCK_DELAY_MAX_STEPS: u32 = 100;
+
+/// Pause after a failed accept(): its causes (EMFILE, ENFILE, ENOBUFS) last a while, and
+/// retrying at once would spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// The agent: its keys, the PINs it was told, and the TPM that holds the keys.
 pub struct Agent {
     keyring: Keyring,
     pins: PinCache,
     /// SHA-256 of the lock passphrase while the agent is locked.
     lock: Mutex<Option<Zeroizing<[u8; 32]>>>,
+    /// Wrong unlock passphrases since the last unlock. Held across the delay after a wrong
+    /// one, so that guesses on parallel connections wait their turn.
+    unlock_failures: tokio::sync::Mutex<u32>,
     tpm: TpmService,
 }
 
@@ -71,6 +90,7 @@ impl Agent {
             keyring: Keyring::default(),
             pins: PinCache::new(cache_pins),
             lock: Mutex::new(None),
+            unlock_failures: tokio::sync::Mutex::new(0),
             tpm,
         }
     }
@@ -93,6 +113,10 @@ impl Agent {
     pub async fn handle(&self, message: &[u8]) -> Vec<u8> {
         let locked = self.is_locked();
         let result = match message.split_first() {
+            Some((&kind, _)) if !KNOWN_REQUESTS.contains(&kind) => {
+                tracing::debug!(kind, "legacy or unknown request type; answering FAILURE");
+                return vec![FAILURE];
+            }
             // A locked agent lists nothing and signs nothing (PROTOCOL.agent, lock).
             Some((&REQUEST_IDENTITIES, [])) if locked => Ok(vec![IDENTITIES_ANSWER, 0, 0, 0, 0]),
             Some((&SIGN_REQUEST | &REMOVE_IDENTITY, _)) if locked => Err(Error::Locked),
@@ -105,7 +129,7 @@ impl Agent {
                     .and_then(|sig| encode_response(&Response::SignResponse(sig))),
                 None => Err(Error::Protocol("malformed sign request".into())),
             },
-            _ => self.handle_other(message),
+            _ => self.handle_other(message).await,
         };
         result.unwrap_or_else(|e| {
             tracing::warn!("request failed: {e}");
@@ -113,7 +137,7 @@ impl Agent {
         })
     }
 
-    fn handle_other(&self, message: &[u8]) -> Result<Vec<u8>> {
+    async fn handle_other(&self, message: &[u8]) -> Result<Vec<u8>> {
         let request = Request::decode(&mut &message[..]).map_err(|e| {
             Error::Protocol(format!(
                 "unreadable request (type {:?}): {e}",
@@ -138,19 +162,7 @@ impl Agent {
                 tracing::info!("agent locked");
                 Response::Success
             }
-            Request::Unlock(passphrase) => {
-                let mut lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-                let digest = passphrase_digest(passphrase);
-                match lock.as_ref() {
-                    Some(expected) if bool::from(expected.ct_eq(&*digest)) => {
-                        *lock = None;
-                        tracing::info!("agent unlocked");
-                        Response::Success
-                    }
-                    Some(_) => return Err(Error::Protocol("wrong passphrase to unlock".into())),
-                    None => return Err(Error::Protocol("the agent is not locked".into())),
-                }
-            }
+            Request::Unlock(passphrase) => self.unlock(passphrase).await?,
             Request::AddIdentity(_) | Request::AddIdConstrained(_) => {
                 return Err(Error::Protocol(
                     "this agent holds TPM keys only; add them with ssh-tpm-add, or keep \
@@ -166,6 +178,40 @@ impl Agent {
             }
         };
         encode_response(&response)
+    }
+
+    /// SSH_AGENTC_UNLOCK (PROTOCOL.agent, lock): a wrong passphrase is answered only after a
+    /// delay that grows with each failure, as OpenSSH's ssh-agent does, so that guessing is
+    /// slow. Attempts are taken one at a time.
+    async fn unlock(&self, passphrase: String) -> Result<Response> {
+        let digest = passphrase_digest(passphrase);
+        let mut failures = self.unlock_failures.lock().await;
+        if !self.unlock_with(&digest)? {
+            *failures = failures.saturating_add(1);
+            let delay = unlock_delay(*failures);
+            tokio::time::sleep(delay).await;
+            return Err(Error::Protocol(format!(
+                "wrong passphrase to unlock (failure {}; answered after {} ms)",
+                *failures,
+                delay.as_millis()
+            )));
+        }
+        *failures = 0;
+        tracing::info!("agent unlocked");
+        Ok(Response::Success)
+    }
+
+    /// Unlocks when `digest` matches the lock passphrase's; `Ok(false)` when it does not.
+    fn unlock_with(&self, digest: &[u8; 32]) -> Result<bool> {
+        let mut lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        match lock.as_ref() {
+            Some(expected) if bool::from(expected.ct_eq(digest)) => {
+                *lock = None;
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+            None => Err(Error::Protocol("the agent is not locked".into())),
+        }
     }
 
     /// SSH_AGENT_IDENTITIES_ANSWER (draft-miller-ssh-agent 4.4): each key, and after it
@@ -217,10 +263,9 @@ impl Agent {
                     if !cached {
                         wrong += 1;
                     }
+                    after_wrong_pin(key.key.empty_auth, tries_left, wrong)
+                        .map_err(|e| with_key(&key, e))?;
                     let error = ssh_tpm_tpm::Error::WrongPin { tries_left };
-                    if wrong >= PIN_ATTEMPTS || tries_left == Some(0) {
-                        return Err(with_key(&key, Error::Tpm(error)));
-                    }
                     tracing::warn!("key {}: {error}; asking again", key.label());
                 }
                 Err(e) => return Err(with_key(&key, Error::Tpm(e))),
@@ -238,22 +283,19 @@ impl Agent {
         if let Some(pin) = self.pins.get(&key.public_blob) {
             return Ok((pin, true));
         }
-        let status = self.on_tpm(|tpm| tpm.lockout_status()).await?;
-        if let Ok(status) = status {
-            if status.in_lockout {
+        let tries_left = match self.on_tpm(|tpm| tpm.lockout_status()).await? {
+            Ok(status) if status.in_lockout => {
                 let retry_in_secs = status.lockout_ends_within();
                 let error = ssh_tpm_tpm::Error::Lockout { retry_in_secs };
                 return Err(with_key(key, Error::Tpm(error)));
             }
-        }
-        let prompt = match wrong {
-            0 => format!("Enter PIN for TPM key {}: ", key.label()),
-            n => format!(
-                "Wrong PIN. Enter PIN for TPM key {} (attempt {} of {PIN_ATTEMPTS}): ",
-                key.label(),
-                n + 1
-            ),
+            Ok(status) => Some(status.tries_left()),
+            Err(e) => {
+                tracing::debug!("cannot read the TPM's dictionary-attack state: {e}");
+                None
+            }
         };
+        let prompt = pin_prompt(&key.label(), wrong, tries_left);
         let pin = askpass::ask_pin(&prompt)
             .await
             .map_err(|e| with_key(key, e))?;
@@ -317,6 +359,47 @@ impl Agent {
     }
 }
 
+/// After the TPM refused a PIN: `Ok` to ask again, or the error that ends the request.
+///
+/// A key whose file says it has no PIN was tried with the empty one, the only PIN the
+/// agent may send for it; asking the user cannot help, and each retry would cost another
+/// dictionary-attack try. When the TPM has no tries left, it is locking PIN keys now.
+fn after_wrong_pin(empty_auth: bool, tries_left: Option<u32>, wrong: u32) -> Result<()> {
+    if empty_auth {
+        return Err(Error::EmptyAuthRefused);
+    }
+    if tries_left == Some(0) {
+        return Err(Error::PinLockedOut);
+    }
+    if wrong >= PIN_ATTEMPTS {
+        return Err(Error::Tpm(ssh_tpm_tpm::Error::WrongPin { tries_left }));
+    }
+    Ok(())
+}
+
+/// The askpass prompt for the key labelled `label`, after `wrong` wrong PINs in this
+/// request; retries say how many more wrong PINs the TPM takes, when that is known.
+fn pin_prompt(label: &str, wrong: u32, tries_left: Option<u32>) -> String {
+    if wrong == 0 {
+        return format!("Enter PIN for TPM key {label}: ");
+    }
+    let attempt = wrong + 1;
+    let left = match tries_left {
+        Some(1) => "; 1 try left before the TPM locks PIN keys".to_string(),
+        Some(n) => format!("; {n} tries left before the TPM locks PIN keys"),
+        None => String::new(),
+    };
+    format!(
+        "Wrong PIN. Enter PIN for TPM key {label} (attempt {attempt} of {PIN_ATTEMPTS}{left}): "
+    )
+}
+
+/// How long to wait before answering the `failures`-th wrong unlock passphrase in a row:
+/// 0.1 s per failure, at most 10 s, as OpenSSH's ssh-agent.
+fn unlock_delay(failures: u32) -> Duration {
+    UNLOCK_DELAY_STEP * failures.min(UNLOCK_DELAY_MAX_STEPS)
+}
+
 /// The lock passphrase is kept only as its SHA-256, and compared in constant time.
 fn passphrase_digest(passphrase: String) -> Zeroizing<[u8; 32]> {
     let passphrase = Zeroizing::new(passphrase);
@@ -362,32 +445,18 @@ fn request_name(request: &Request) -> &'static str {
 }
 
 /// Accepts clients until `shutdown` completes. Clients of another user are refused.
-pub async fn serve(
-    agent: Arc<Agent>,
-    listener: UnixListener,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            () = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    continue;
-                }
-            },
-        };
+pub async fn serve(agent: Arc<Agent>, listener: UnixListener, shutdown: impl Future<Output = ()>) {
+    let accept = || async { listener.accept().await.map(|(stream, _)| stream) };
+    accept_loop(accept, shutdown, |stream: UnixStream| {
         match stream.peer_cred() {
             Ok(cred) if socket::peer_allowed(cred.uid()) => {}
             Ok(cred) => {
                 tracing::warn!(uid = cred.uid(), "refused a client of another user");
-                continue;
+                return;
             }
             Err(e) => {
                 tracing::warn!("refused a client whose user is unknown: {e}");
-                continue;
+                return;
             }
         }
         let agent = Arc::clone(&agent);
@@ -396,6 +465,66 @@ pub async fn serve(
                 tracing::debug!("client connection ended: {e}");
             }
         });
+    })
+    .await;
+}
+
+/// Hands each connection `accept` yields to `serve_one` until `shutdown` completes. After a
+/// failed accept it waits [`ACCEPT_BACKOFF`]; a run of failures is logged once.
+async fn accept_loop<S, F>(
+    mut accept: impl FnMut() -> F,
+    shutdown: impl Future<Output = ()>,
+    mut serve_one: impl FnMut(S),
+) where
+    F: Future<Output = std::io::Result<S>>,
+{
+    tokio::pin!(shutdown);
+    let mut failures = AcceptFailures::default();
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = accept() => accepted,
+        };
+        match accepted {
+            Ok(stream) => {
+                if let Some(count) = failures.recovered() {
+                    tracing::info!(failures = count, "accepting clients again");
+                }
+                serve_one(stream);
+            }
+            Err(e) => {
+                if failures.failed() {
+                    tracing::warn!(
+                        "cannot accept clients: {e}; retrying every {} ms, quietly",
+                        ACCEPT_BACKOFF.as_millis()
+                    );
+                }
+                tokio::select! {
+                    () = &mut shutdown => return,
+                    () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Failed accepts in a row, so that a burst of them is logged once.
+#[derive(Debug, Default)]
+struct AcceptFailures {
+    count: u64,
+}
+
+impl AcceptFailures {
+    /// Counts a failure; true for the first of a burst, the one to log.
+    fn failed(&mut self) -> bool {
+        self.count += 1;
+        self.count == 1
+    }
+
+    /// Ends a burst: how many failures it had, if there was one.
+    fn recovered(&mut self) -> Option<u64> {
+        let count = std::mem::take(&mut self.count);
+        (count > 0).then_some(count)
     }
 }
 
@@ -448,6 +577,121 @@ mod tests {
         assert_eq!(
             sign_hash(KeySpec::EcdsaP521, 0).ok(),
             Some(SignHash::Sha512)
+        );
+    }
+
+    /// A key file that wrongly claims "no PIN" fails at the first refusal: retrying the
+    /// empty PIN would only burn more dictionary-attack tries.
+    #[test]
+    fn empty_auth_key_refused_by_the_tpm_fails_at_once() {
+        let refused = after_wrong_pin(true, Some(31), 1);
+        assert!(
+            matches!(refused, Err(Error::EmptyAuthRefused)),
+            "{refused:?}"
+        );
+        let text = Error::EmptyAuthRefused.to_string();
+        assert!(text.contains("claims the key has no PIN"), "{text}");
+        assert!(text.contains("emptyAuth"), "{text}");
+    }
+
+    #[test]
+    fn wrong_pin_asks_again_until_attempts_or_tries_run_out() {
+        assert!(after_wrong_pin(false, Some(31), 1).is_ok());
+        assert!(after_wrong_pin(false, None, 2).is_ok());
+        let last = after_wrong_pin(false, Some(5), PIN_ATTEMPTS);
+        assert!(
+            matches!(
+                last,
+                Err(Error::Tpm(ssh_tpm_tpm::Error::WrongPin {
+                    tries_left: Some(5)
+                }))
+            ),
+            "{last:?}"
+        );
+    }
+
+    /// With no tries left the TPM is locking PIN keys now; "0 tries left" would undersell it.
+    #[test]
+    fn last_try_says_the_tpm_is_now_locking() {
+        let locked = after_wrong_pin(false, Some(0), 1);
+        assert!(matches!(locked, Err(Error::PinLockedOut)), "{locked:?}");
+        let text = Error::PinLockedOut.to_string();
+        assert!(text.contains("now locking PIN keys"), "{text}");
+        assert!(!text.contains("0 tries left"), "{text}");
+    }
+
+    #[test]
+    fn retry_prompt_counts_attempts_and_the_tpm_tries_left() {
+        assert_eq!(pin_prompt("K", 0, Some(9)), "Enter PIN for TPM key K: ");
+        assert_eq!(
+            pin_prompt("K", 1, Some(9)),
+            "Wrong PIN. Enter PIN for TPM key K (attempt 2 of 3; 9 tries left before the TPM \
+             locks PIN keys): "
+        );
+        assert!(pin_prompt("K", 2, Some(1)).contains("(attempt 3 of 3; 1 try left before"));
+        assert_eq!(
+            pin_prompt("K", 1, None),
+            "Wrong PIN. Enter PIN for TPM key K (attempt 2 of 3): "
+        );
+    }
+
+    /// OpenSSH's schedule: 0.1 s more per failure, capped at 10 s.
+    #[test]
+    fn unlock_delay_grows_per_failure_and_is_capped() {
+        assert_eq!(unlock_delay(1), Duration::from_millis(100));
+        assert_eq!(unlock_delay(2), Duration::from_millis(200));
+        assert_eq!(unlock_delay(100), Duration::from_secs(10));
+        assert_eq!(unlock_delay(u32::MAX), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn known_requests_exclude_protocol_1_leftovers() {
+        for legacy in [1, 3, 7, 8, 9, 24] {
+            assert!(!KNOWN_REQUESTS.contains(&legacy), "{legacy}");
+        }
+        for known in [
+            REQUEST_IDENTITIES,
+            SIGN_REQUEST,
+            REMOVE_IDENTITY,
+            19,
+            22,
+            23,
+            27,
+        ] {
+            assert!(KNOWN_REQUESTS.contains(&known), "{known}");
+        }
+    }
+
+    #[test]
+    fn accept_failures_are_logged_once_per_burst() {
+        let mut failures = AcceptFailures::default();
+        assert_eq!(failures.recovered(), None);
+        assert!(failures.failed());
+        assert!(!failures.failed());
+        assert!(!failures.failed());
+        assert_eq!(failures.recovered(), Some(3));
+        assert!(failures.failed(), "a new burst is logged again");
+    }
+
+    /// accept() failing without pause (EMFILE) must not spin: over 350 ms the loop may try
+    /// only a handful of times. Without the backoff it tries hundreds of thousands of times.
+    #[tokio::test]
+    async fn failing_accept_backs_off() {
+        let calls = std::cell::Cell::new(0u32);
+        let accept = || {
+            calls.set(calls.get() + 1);
+            async {
+                // Yield, so that the runtime can run the shutdown timer even without a backoff.
+                tokio::task::yield_now().await;
+                Err::<(), _>(std::io::Error::from_raw_os_error(24))
+            }
+        };
+        let shutdown = tokio::time::sleep(Duration::from_millis(350));
+        accept_loop(accept, shutdown, |()| panic!("nothing was accepted")).await;
+        let calls = calls.get();
+        assert!(
+            (1..=10).contains(&calls),
+            "accept() was tried {calls} times"
         );
     }
 }
