@@ -603,3 +603,110 @@ fn sigterm_stops_the_agent_and_removes_its_socket() {
         agent.stderr()
     );
 }
+
+#[test]
+fn keygen_asks_for_the_file_and_end_of_input_creates_nothing() {
+    let tpm = Swtpm::start();
+    let home = tempdir();
+    let keygen = || {
+        let mut cmd = product("ssh-tpm-keygen");
+        cmd.env("HOME", home.path())
+            .arg("--tcti")
+            .arg(tpm.tcti())
+            .args(["-N", ""]);
+        cmd
+    };
+
+    // End of input at the file question is not consent to the default.
+    let out = run(&mut keygen());
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("Enter file in which to save the key"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!home.path().join(".ssh").exists(), "nothing may be created");
+
+    // An empty answer takes ssh-keygen's default, creating ~/.ssh 0700.
+    let out = run_with_stdin(&mut keygen(), b"\n");
+    assert_ok(&out, "keygen with the default file");
+    assert_eq!(mode(&home.path().join(".ssh")), 0o700);
+    assert!(home.path().join(".ssh/id_ecdsa.tpm").exists());
+
+    // A typed name is used as given.
+    let typed = home.path().join("typed");
+    let answer = format!("{}\n", typed.display());
+    assert_ok(
+        &run_with_stdin(&mut keygen(), answer.as_bytes()),
+        "keygen with a typed name",
+    );
+    assert!(home.path().join("typed.tpm").exists() && home.path().join("typed.pub").exists());
+
+    // A directory is not a key name.
+    let out = run(keygen().arg("-f").arg(home.path()));
+    assert!(
+        stderr(&out).contains("is a directory"),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn rsa_key_signs_sha256_when_the_client_asks_for_it() {
+    let tpm = Swtpm::start();
+    let keys = tempdir();
+    let (key, _) = keygen(&tpm, keys.path(), "id", &["-t", "rsa", "-N", ""]);
+    let agent = Agent::serve(&tpm, keys.path(), &[]);
+    let sshd = Sshd::start(&key.public_line(), None);
+    // sshd accepts only the one algorithm, so a signature made with the other hash fails.
+    for algorithm in ["rsa-sha2-256", "rsa-sha2-512"] {
+        let option = format!("PubkeyAcceptedAlgorithms={algorithm}");
+        let out = sshd.login(agent.socket(), &["-o", &option]);
+        assert!(
+            out.status.success(),
+            "{algorithm}: {}\n{}",
+            describe(&out),
+            sshd.log()
+        );
+    }
+    let log = sshd.log();
+    assert!(
+        log.contains("RSA SHA256:"),
+        "sshd accepted no RSA key:\n{log}"
+    );
+}
+
+#[test]
+fn socket_defaults_follow_the_environment() {
+    let dir = tempdir();
+    let print = |envs: &[(&str, &std::path::Path)]| {
+        let mut cmd = product("ssh-tpm-agent");
+        cmd.arg("--print-socket").env_remove("XDG_RUNTIME_DIR");
+        for (name, value) in envs {
+            cmd.env(name, value);
+        }
+        stdout(&run(&mut cmd)).trim().to_string()
+    };
+    let runtime = dir.path().join("run");
+    let explicit = dir.path().join("explicit.sock");
+    assert_eq!(
+        print(&[("XDG_RUNTIME_DIR", &runtime)]),
+        runtime.join("ssh-tpm-agent.sock").display().to_string()
+    );
+    assert_eq!(
+        print(&[
+            ("XDG_RUNTIME_DIR", &runtime),
+            ("SSH_TPM_AUTH_SOCK", &explicit)
+        ]),
+        explicit.display().to_string()
+    );
+    let out = run(product("ssh-tpm-agent")
+        .arg("--print-socket")
+        .env_remove("XDG_RUNTIME_DIR"));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("choose a socket with -l"),
+        "{}",
+        describe(&out)
+    );
+}

@@ -122,7 +122,10 @@ fn ask_file(spec: KeySpec) -> Result<PathBuf, CliError> {
         "Enter file in which to save the key ({}): ",
         default.display()
     );
-    let answer = prompt::line(&question)?.unwrap_or_default();
+    // End of input is not consent to the default, as with ssh-keygen.
+    let answer = prompt::line(&question)?.ok_or_else(|| {
+        CliError::Usage("no file name given (end of input); nothing was created".into())
+    })?;
     if answer.trim().is_empty() {
         let ssh_dir = home.join(".ssh");
         if !ssh_dir.exists() {
