@@ -54,6 +54,14 @@ pub enum Error {
     #[error(transparent)]
     KeyFile(#[from] ssh_tpm_keyfile::Error),
 
+    /// The TPM has no free object slot, and none of ours could be flushed.
+    #[error(
+        "the TPM has no room for another key (swtpm holds 3); another program keeps objects \
+         loaded in it, for example an ssh-tpm-agent using the same TPM: stop it, or use a \
+         resource manager (device:/dev/tpmrm0, tabrmd:)"
+    )]
+    Full,
+
     /// The TPM stopped answering (swtpm killed, device gone). The next request reconnects.
     #[error(
         "lost the connection to the TPM during {op}; the next request reconnects (if this \
@@ -92,6 +100,7 @@ impl Error {
                 retry_in_secs: None,
             },
             Some(Tss2ResponseCodeKind::Integrity) => Error::ForeignKey,
+            Some(Tss2ResponseCodeKind::ObjectMemory) => Error::Full,
             _ if is_transport_error(source) => Error::ConnectionLost { op },
             _ => Error::Tss { op, source },
         }
