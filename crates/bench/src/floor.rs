@@ -38,6 +38,8 @@ pub struct RawTpm {
     ctx: Context,
     primary: KeyHandle,
     session: Option<AuthSession>,
+    /// Keys loaded and not yet unloaded, flushed on drop.
+    loaded: Vec<KeyHandle>,
 }
 
 impl RawTpm {
@@ -56,6 +58,7 @@ impl RawTpm {
             ctx,
             primary,
             session: None,
+            loaded: Vec::new(),
         })
     }
 
@@ -75,11 +78,13 @@ impl RawTpm {
                 ctx.load(primary, private, public)
             })
             .map_err(|e| Error::tpm("loading a key", e))?;
+        self.loaded.push(handle);
         Ok(RawKey { handle, spec })
     }
 
     /// TPM2_FlushContext of a loaded key.
     pub fn unload(&mut self, key: RawKey) {
+        self.loaded.retain(|h| *h != key.handle);
         let _ = self.ctx.flush_context(key.handle.into());
     }
 
@@ -151,6 +156,9 @@ impl RawTpm {
 impl Drop for RawTpm {
     /// swtpm has no resource manager: leave no object or session behind.
     fn drop(&mut self) {
+        for key in std::mem::take(&mut self.loaded) {
+            let _ = self.ctx.flush_context(key.into());
+        }
         if let Some(session) = self.session.take() {
             let handle = tss_esapi::handles::SessionHandle::from(session);
             let _ = self.ctx.flush_context(handle.into());

@@ -6,8 +6,8 @@
 //! Layout: [`frame`] reads TPM command headers and [`proxy`] relays them; [`agent_client`]
 //! speaks the agent protocol; [`scenario`] holds the measurements made through a socket;
 //! [`floor`] signs through tss-esapi alone; [`swtpm`] starts a private swtpm; [`ours`] and
-//! [`peer`] start the two agents; [`run`] drives one whole run and [`report`] turns it into
-//! Markdown.
+//! [`peer`] start the two agents; [`run`] drives one whole run into [`results`], and
+//! [`report`] turns those into Markdown.
 
 pub mod agent_client;
 pub mod error;
@@ -20,6 +20,7 @@ pub mod peer;
 pub mod process;
 pub mod proxy;
 pub mod report;
+pub mod results;
 pub mod run;
 pub mod scenario;
 pub mod swtpm;

@@ -76,15 +76,16 @@ fn bench(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let work = args.work.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("ssh-tpm-bench.{}", std::process::id()))
     });
-    let (serial, rounds, per_client, hw_serial) = if args.quick {
-        (30, 3, 10, 5)
+    let (serial, block, rounds, per_client, hw_serial) = if args.quick {
+        (30, 10, 3, 10, 5)
     } else {
-        (300, 30, 100, 25)
+        (300, 25, 30, 100, 25)
     };
     let config = Config {
         bin_dir,
         work: work.clone(),
         serial,
+        block,
         rounds,
         per_client,
         hw_delay: Duration::from_millis(args.hw_delay_ms),

@@ -53,6 +53,19 @@ impl Counts {
         Counts { by_code }
     }
 
+    /// Adds what `other` counted.
+    pub fn add(&mut self, other: &Counts) {
+        for (code, stats) in &other.by_code {
+            let entry = self.by_code.entry(*code).or_default();
+            entry.commands += stats.commands;
+            entry.failures += stats.failures;
+            entry.tpm_time += stats.tpm_time;
+            if stats.failures > 0 {
+                entry.last_failure = stats.last_failure;
+            }
+        }
+    }
+
     pub fn commands(&self) -> u64 {
         self.by_code.values().map(|s| s.commands).sum()
     }

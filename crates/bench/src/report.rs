@@ -20,18 +20,6 @@ pub struct Target {
     pub met: bool,
 }
 
-impl Results {
-    fn row(&self, alg: Alg, who: Who, pin: bool) -> Option<&LatencyRow> {
-        self.latency
-            .iter()
-            .find(|r| r.alg == alg && r.who == who && r.pin == pin)
-    }
-
-    fn hw_row(&self, who: Who, pin: bool) -> Option<&LatencyRow> {
-        self.hardware.iter().find(|r| r.who == who && r.pin == pin)
-    }
-}
-
 fn who_label(who: Who, pin: bool) -> &'static str {
     match (who, pin) {
         (Who::FloorDirect, _) => "floor without the proxy (straight to swtpm)",
@@ -75,7 +63,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
             .map(|row| {
                 format!(
                     "{}: {}",
-                    short(row.alg),
+                    row.alg.short(),
                     row.serial.counts.breakdown(row.serial.summary.count as u64)
                 )
             })
@@ -105,7 +93,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
         let p50 = ours.serial.summary.p50;
         let vs_floor = ratio(p50, floor.serial.summary.p50);
         push(
-            format!("{}, no PIN: p50 ≤ 2× floor", short(alg)),
+            format!("{}, no PIN: p50 ≤ 2× floor", alg.short()),
             format!(
                 "{} ms vs floor {} ms = {vs_floor:.2}×",
                 ms(p50),
@@ -116,7 +104,10 @@ pub fn targets(r: &Results) -> Vec<Target> {
         let vs_peer = ratio(p50, peer.serial.summary.p50);
         let floor_vs_peer = ratio(floor.serial.summary.p50, peer.serial.summary.p50);
         push(
-            format!("{}, no PIN: p50 ≤ 0.3× ssh-agent + tpm2-pkcs11", short(alg)),
+            format!(
+                "{}, no PIN: p50 ≤ 0.3× ssh-agent + tpm2-pkcs11",
+                alg.short()
+            ),
             format!(
                 "{} ms vs {} ms = {vs_peer:.2}× (the floor alone: {floor_vs_peer:.2}×)",
                 ms(p50),
@@ -143,7 +134,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
             )
         });
         push(
-            format!("{}, PIN: p50 ≤ ssh-agent + tpm2-pkcs11", short(alg)),
+            format!("{}, PIN: p50 ≤ ssh-agent + tpm2-pkcs11", alg.short()),
             format!(
                 "{} ms vs {} ms = {vs_peer:.2}×{askpass}{layer}",
                 ms(ours.serial.summary.p50),
@@ -256,14 +247,6 @@ pub fn targets(r: &Results) -> Vec<Target> {
     out
 }
 
-fn short(alg: Alg) -> &'static str {
-    match alg {
-        Alg::P256 => "P-256",
-        Alg::P384 => "P-384",
-        Alg::Rsa2048 => "RSA-2048",
-    }
-}
-
 fn latency_line(out: &mut String, label: &str, pin: &str, serial: &Serial, askpass: Option<f64>) {
     let n = serial.summary.count as u64;
     let per = if serial.counts.by_code.is_empty() {
@@ -303,14 +286,18 @@ pub fn markdown(r: &Results, command: &str) -> String {
     }
     let _ = writeln!(
         out,
-        "\nReproduce with `{command}`. This run took {:.0} s; {} signatures per latency row, \
-         {} per client with 8 and 32 clients ({} for the single client), {} per row in \
-         hardware mode.\n",
+        "\nReproduce with `{command}`. This run took {:.0} s; {} signatures per latency row \
+         (the rows of one key type take turns every {}), {} per client with 8 and 32 clients \
+         ({} for the single client), {} per row in hardware mode. Load average (1 min) of the \
+         machine before and after: {:.2} and {:.2}.\n",
         r.elapsed.as_secs_f64(),
         c.serial,
+        c.block,
         c.per_client,
         3 * c.per_client,
-        c.hw_serial
+        c.hw_serial,
+        r.load.0,
+        r.load.1
     );
 
     let _ = writeln!(
@@ -363,8 +350,14 @@ pub fn markdown(r: &Results, command: &str) -> String {
         out,
         "\n### Cold signatures (ssh-tpm-agent)\n\n{LATENCY_HEADER}"
     );
-    for (what, serial) in &r.cold {
-        latency_line(&mut out, what, "no", serial, None);
+    for (what, pin, serial) in &r.cold {
+        latency_line(
+            &mut out,
+            what,
+            if *pin { "yes" } else { "no" },
+            serial,
+            None,
+        );
     }
     if let Ok(rr) = &r.round_robin {
         latency_line(

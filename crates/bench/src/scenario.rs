@@ -61,6 +61,60 @@ pub fn counted<T>(
     Ok((value, after.since(&before)))
 }
 
+/// One row of an interleaved measurement: `sign(i)` makes the `i`th signature and returns
+/// how long it took; the proxy, if any, counts its TPM commands.
+pub struct Row<'a> {
+    pub sign: Box<dyn FnMut(u64) -> Result<Duration> + 'a>,
+    pub proxy: Option<&'a TpmProxy>,
+}
+
+/// A row that signs with `key` through the agent at `socket`, after one verified
+/// warm-up signature.
+pub fn agent_row<'a>(socket: &Path, key: KeyData, proxy: Option<&'a TpmProxy>) -> Result<Row<'a>> {
+    let mut client = AgentClient::connect(socket)?;
+    let flags = flags_for(&key);
+    client.sign_verified(&key, &auth_data(u64::MAX), flags)?;
+    Ok(Row {
+        sign: Box::new(move |i| {
+            let data = auth_data(i);
+            let started = Instant::now();
+            client.sign(&key, &data, flags)?;
+            Ok(started.elapsed())
+        }),
+        proxy,
+    })
+}
+
+/// `n` signatures from each row, the rows taking turns every `block` signatures.
+pub fn interleaved(rows: &mut [Row<'_>], n: usize, block: usize) -> Result<Vec<Serial>> {
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(n); rows.len()];
+    let mut counts = vec![Counts::default(); rows.len()];
+    let mut done = 0;
+    while done < n {
+        let take = block.max(1).min(n - done);
+        for (i, row) in rows.iter_mut().enumerate() {
+            let proxy = row.proxy;
+            let sign = &mut row.sign;
+            let (taken, seen) = counted(proxy, || {
+                (done..done + take)
+                    .map(|k| sign(k as u64))
+                    .collect::<Result<Vec<_>>>()
+            })?;
+            samples[i].extend(taken);
+            counts[i].add(&seen);
+        }
+        done += take;
+    }
+    Ok(samples
+        .iter()
+        .zip(counts)
+        .map(|(taken, counts)| Serial {
+            summary: Summary::of(taken),
+            counts,
+        })
+        .collect())
+}
+
 /// One verified warm-up signature per key, then `rounds` rounds over `keys` in turn on one
 /// connection. With one key this is the plain per-signature latency.
 pub fn signs_in_turn(

@@ -1,6 +1,7 @@
 //! A throwaway swtpm for one benchmark phase: fresh state, TCP data and control ports on
 //! loopback (the proxy sits in front of them), stopped and its state left to the caller.
 
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
@@ -9,10 +10,13 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::process::{self, Process};
 
+/// swtpm's control command that saves the state and exits (CMD_SHUTDOWN).
+const CMD_SHUTDOWN: u32 = 0x0003;
+
 /// A running swtpm; stopped when dropped.
 pub struct Swtpm {
     port: u16,
-    _process: Process,
+    process: Process,
 }
 
 impl Swtpm {
@@ -40,12 +44,7 @@ impl Swtpm {
                 TcpStream::connect_timeout(&addr, Duration::from_millis(50)).ok()
             });
             match ready.and_then(|_| process.check_running()) {
-                Ok(()) => {
-                    return Ok(Swtpm {
-                        port,
-                        _process: process,
-                    })
-                }
+                Ok(()) => return Ok(Swtpm { port, process }),
                 // Someone took the port between our check and swtpm's bind: try another.
                 Err(e) => last = Some(e),
             }
@@ -62,6 +61,41 @@ impl Swtpm {
     pub fn tcti(&self) -> String {
         format!("swtpm:host=127.0.0.1,port={}", self.port)
     }
+
+    /// Stops swtpm in order (its control channel's CMD_SHUTDOWN saves the state), so that
+    /// its state directory can be copied or reused.
+    pub fn shutdown(mut self) {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port + 1));
+        let ordered =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(1)).and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                s.write_all(&CMD_SHUTDOWN.to_be_bytes())?;
+                let mut result = [0u8; 4];
+                s.read_exact(&mut result)
+            });
+        if ordered.is_ok() {
+            let _ = process::wait_for("swtpm to exit", Duration::from_secs(3), || {
+                self.process.check_running().err()
+            });
+        }
+        self.process.stop();
+    }
+}
+
+/// Copies the files of a stopped swtpm's state directory (not its log) into `to`, so that
+/// a second swtpm has the same seeds and loads the same key files.
+pub fn copy_state(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| Error::io(format!("creating {}", to.display()), e))?;
+    let entries =
+        std::fs::read_dir(from).map_err(|e| Error::io(format!("reading {}", from.display()), e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with("tpm2-") {
+            std::fs::copy(entry.path(), to.join(&name))
+                .map_err(|e| Error::io(format!("copying {}", entry.path().display()), e))?;
+        }
+    }
+    Ok(())
 }
 
 /// A port `p` such that `p` and `p + 1` are both free on loopback right now.
