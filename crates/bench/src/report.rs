@@ -288,7 +288,8 @@ pub fn markdown(r: &Results, command: &str) -> String {
         out,
         "\nReproduce with `{command}`. This run took {:.0} s; {} signatures per latency row \
          (the rows of one key type take turns every {}), {} per client with 8 and 32 clients \
-         ({} for the single client), {} per row in hardware mode. Load average (1 min) of the \
+         ({} for the single client; for our agent the three client counts take turns three \
+         times and the figures add up), {} per row in hardware mode. Load average (1 min) of the \
          machine before and after: {:.2} and {:.2}.\n",
         r.elapsed.as_secs_f64(),
         c.serial,

@@ -132,18 +132,20 @@ pub fn run(config: &Config, progress: &mut dyn FnMut(&str)) -> Result<Results> {
 
     progress("concurrent clients");
     let p256 = key("p256")?;
-    for clients in CLIENTS {
-        let n = per_client(config, clients);
-        let ours_run = scenario::concurrent(&socket, &p256, clients, n, Some(&ours_proxy))?;
-        results.concurrency.push((Who::Ours, ours_run));
-    }
-    for clients in CLIENTS {
-        let n = per_client(config, clients);
-        let peer = &peers[0];
-        let run =
-            scenario::concurrent(&peer.agent.socket, &peer.key, clients, n, Some(&peer.proxy))?;
-        results.concurrency.push((Who::Pkcs11, run));
-    }
+    let plan: Vec<(usize, usize)> = CLIENTS
+        .iter()
+        .map(|&clients| (clients, per_client(config, clients)))
+        .collect();
+    let ours_runs = scenario::concurrent(&socket, &p256, &plan, 3, Some(&ours_proxy))?;
+    results
+        .concurrency
+        .extend(ours_runs.into_iter().map(|run| (Who::Ours, run)));
+    let peer = &peers[0];
+    let peer_runs =
+        scenario::concurrent(&peer.agent.socket, &peer.key, &plan, 1, Some(&peer.proxy))?;
+    results
+        .concurrency
+        .extend(peer_runs.into_iter().map(|run| (Who::Pkcs11, run)));
 
     let done = ours_proxy.counts().signs() - signs_before;
     progress(&format!(

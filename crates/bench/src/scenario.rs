@@ -189,14 +189,21 @@ impl Concurrent {
     }
 }
 
-/// `clients` connections, released together, each signing `per_client` times with `key`.
-pub fn concurrent(
+/// One burst: `clients` connections released together, each signing `per_client` times.
+struct Burst {
+    /// Per client: its latencies and its failed signatures.
+    clients: Vec<(Vec<Duration>, usize)>,
+    elapsed: Duration,
+    counts: Counts,
+}
+
+fn burst(
     socket: &Path,
     key: &KeyData,
     clients: usize,
     per_client: usize,
     proxy: Option<&TpmProxy>,
-) -> Result<Concurrent> {
+) -> Result<Burst> {
     let mut connections = Vec::with_capacity(clients);
     for _ in 0..clients {
         let mut client = AgentClient::connect(socket)?;
@@ -237,23 +244,70 @@ pub fn concurrent(
             Ok((results, began.elapsed()))
         })
     })?;
-
-    let client_means: Vec<Duration> = results.iter().map(|(s, _)| Summary::of(s).mean).collect();
-    let all: Vec<Duration> = results
-        .iter()
-        .flat_map(|(s, _)| s.iter().copied())
-        .collect();
-    Ok(Concurrent {
-        clients,
-        per_client,
-        completed: all.len(),
-        errors: results.iter().map(|(_, e)| e).sum(),
+    Ok(Burst {
+        clients: results,
         elapsed,
-        latency: Summary::of(&all),
-        fastest_client: client_means.iter().copied().min().unwrap_or_default(),
-        slowest_client: client_means.iter().copied().max().unwrap_or_default(),
         counts,
     })
+}
+
+/// For each `(clients, per_client)` of `plan`, bursts of that many concurrent clients
+/// signing with `key`; the whole plan is repeated `rounds` times, so that the client counts
+/// take turns and load on the machine hits them alike. Figures add up over the rounds.
+pub fn concurrent(
+    socket: &Path,
+    key: &KeyData,
+    plan: &[(usize, usize)],
+    rounds: usize,
+    proxy: Option<&TpmProxy>,
+) -> Result<Vec<Concurrent>> {
+    let mut totals: Vec<Burst> = plan
+        .iter()
+        .map(|&(clients, _)| Burst {
+            clients: vec![(Vec::new(), 0); clients],
+            elapsed: Duration::ZERO,
+            counts: Counts::default(),
+        })
+        .collect();
+    for _ in 0..rounds.max(1) {
+        for (total, &(clients, per_client)) in totals.iter_mut().zip(plan) {
+            let run = burst(socket, key, clients, per_client, proxy)?;
+            for (sum, (samples, errors)) in total.clients.iter_mut().zip(run.clients) {
+                sum.0.extend(samples);
+                sum.1 += errors;
+            }
+            total.elapsed += run.elapsed;
+            total.counts.add(&run.counts);
+        }
+    }
+
+    Ok(totals
+        .into_iter()
+        .zip(plan)
+        .map(|(total, &(clients, per_client))| {
+            let client_means: Vec<Duration> = total
+                .clients
+                .iter()
+                .map(|(s, _)| Summary::of(s).mean)
+                .collect();
+            let all: Vec<Duration> = total
+                .clients
+                .iter()
+                .flat_map(|(s, _)| s.iter().copied())
+                .collect();
+            Concurrent {
+                clients,
+                per_client,
+                completed: all.len(),
+                errors: total.clients.iter().map(|(_, e)| e).sum(),
+                elapsed: total.elapsed,
+                latency: Summary::of(&all),
+                fastest_client: client_means.iter().copied().min().unwrap_or_default(),
+                slowest_client: client_means.iter().copied().max().unwrap_or_default(),
+                counts: total.counts,
+            }
+        })
+        .collect())
 }
 
 /// Signs `count` more times with `key` (to age an agent before measuring its memory).
