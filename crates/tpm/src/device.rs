@@ -112,10 +112,12 @@ struct LoadedKey {
 /// An open connection to a TPM. Not `Send`: keep it on one thread (see [`crate::service`]).
 pub struct Tpm {
     // Field order is drop order: the TPM connection closes before the embedded swtpm stops.
-    ctx: Context,
+    pub(crate) ctx: Context,
     parents: Vec<(u32, KeyHandle)>,
     session: Option<AuthSession>,
     loaded: Vec<LoadedKey>,
+    /// Private blobs of importable keys already imported (see [`crate::import`]).
+    pub(crate) imported: crate::import::ImportCache,
     clock: u64,
     /// Set when the connection failed; the owner should open a new `Tpm`.
     broken: bool,
@@ -167,6 +169,7 @@ impl Tpm {
             loaded: Vec::new(),
             clock: 0,
             broken: false,
+            imported: Default::default(),
             embedded,
         };
         Ok(tpm)
@@ -178,7 +181,7 @@ impl Tpm {
     }
 
     /// Marks the connection broken when `result` says it was lost.
-    fn note<T>(&mut self, result: Result<T>) -> Result<T> {
+    pub(crate) fn note<T>(&mut self, result: Result<T>) -> Result<T> {
         if matches!(result, Err(Error::ConnectionLost { .. })) {
             self.broken = true;
         }
@@ -259,13 +262,19 @@ impl Tpm {
     /// Creates a signing key under the owner hierarchy's storage key. The PIN travels in
     /// a session salted to that key, with parameter encryption.
     pub fn create_key(&mut self, spec: KeySpec, pin: &Pin) -> Result<TpmKey> {
-        let result = self.create_key_once(spec, pin);
+        self.create_key_under(spec, pin, handle::OWNER)
+    }
+
+    /// Creates a signing key under `parent`: a hierarchy's H-2 storage key, or a
+    /// persistent storage key.
+    pub fn create_key_under(&mut self, spec: KeySpec, pin: &Pin, parent: u32) -> Result<TpmKey> {
+        let result = self.create_key_once(spec, pin, parent);
         self.note(result)
     }
 
-    fn create_key_once(&mut self, spec: KeySpec, pin: &Pin) -> Result<TpmKey> {
+    fn create_key_once(&mut self, spec: KeySpec, pin: &Pin, parent_handle: u32) -> Result<TpmKey> {
         let template = signing_key(spec, !pin.is_empty())?;
-        let parent = self.parent(handle::OWNER)?;
+        let parent = self.parent(parent_handle)?;
         let session = self.session(parent)?;
         let auth = auth_value(pin)?;
         let created = self
@@ -280,7 +289,7 @@ impl Tpm {
             .map_err(|e| Error::tss("encoding the new key", e))?;
         let private = tpm2b(created.out_private.value());
         Ok(TpmKey::new_loadable(
-            handle::OWNER,
+            parent_handle,
             public,
             private,
             pin.is_empty(),
@@ -306,10 +315,9 @@ impl Tpm {
         hash: SignHash,
         data: &[u8],
     ) -> Result<ssh_key::Signature> {
-        if key.key_type != KeyType::Loadable {
+        if key.key_type == KeyType::Sealed {
             return Err(Error::Unsupported(
-                "only loadable keys can sign; import other kinds with ssh-tpm-keygen --import"
-                    .into(),
+                "this file holds TPM-sealed data, not a key; it cannot sign".into(),
             ));
         }
         if !key.empty_auth && pin.is_empty() {
@@ -350,7 +358,7 @@ impl Tpm {
 
     /// The parent key a key file names: the H-2 storage primary of a hierarchy, created
     /// once per connection, or a persistent key by its handle.
-    fn parent(&mut self, parent: u32) -> Result<KeyHandle> {
+    pub(crate) fn parent(&mut self, parent: u32) -> Result<KeyHandle> {
         if let Some((_, key)) = self.parents.iter().find(|(h, _)| *h == parent) {
             return Ok(*key);
         }
@@ -391,7 +399,7 @@ impl Tpm {
     }
 
     /// The HMAC session salted to `salt_key`, started once and reused.
-    fn session(&mut self, salt_key: KeyHandle) -> Result<AuthSession> {
+    pub(crate) fn session(&mut self, salt_key: KeyHandle) -> Result<AuthSession> {
         if let Some(session) = self.session {
             return Ok(session);
         }
@@ -420,7 +428,7 @@ impl Tpm {
 
     /// Maps a failed command to an error; the session is dropped in case the failure
     /// left it out of step with the TPM (it is cheap to start another).
-    fn session_failed(&mut self, op: &'static str, error: tss_esapi::Error) -> Error {
+    pub(crate) fn session_failed(&mut self, op: &'static str, error: tss_esapi::Error) -> Error {
         self.drop_session();
         Error::tss(op, error)
     }
@@ -435,12 +443,14 @@ impl Tpm {
     /// Loads a key (or finds it loaded), flushing the least recently used key when the
     /// TPM has no room left.
     fn load(&mut self, key: &TpmKey, public: Public) -> Result<KeyHandle> {
+        // An importable key is imported on first use; see `crate::import`.
+        let privkey = self.loadable_private(key)?;
         self.clock += 1;
         let now = self.clock;
         if let Some(loaded) = self
             .loaded
             .iter_mut()
-            .find(|l| l.parent == key.parent && l.private == key.privkey)
+            .find(|l| l.parent == key.parent && *l.private == *privkey)
         {
             loaded.last_used = now;
             return Ok(loaded.handle);
@@ -449,7 +459,7 @@ impl Tpm {
             self.flush_least_recent();
         }
         let parent = self.parent(key.parent)?;
-        let private = Private::try_from(tpm2b_contents(&key.privkey)?.to_vec())
+        let private = Private::try_from(tpm2b_contents(&privkey)?.to_vec())
             .map_err(|_| Error::Unsupported("the key's private part is too large".into()))?;
         let handle = self
             .with_room(|ctx| {
@@ -460,7 +470,7 @@ impl Tpm {
             .map_err(|e| Error::tss("loading the key", e))?;
         self.loaded.push(LoadedKey {
             parent: key.parent,
-            private: key.privkey.clone(),
+            private: privkey.into_owned(),
             handle,
             last_used: now,
         });
@@ -469,7 +479,7 @@ impl Tpm {
 
     /// Runs `op`, flushing loaded keys one by one while the TPM says it is out of object
     /// memory (swtpm holds three objects).
-    fn with_room<T>(
+    pub(crate) fn with_room<T>(
         &mut self,
         mut op: impl FnMut(&mut Context) -> tss_esapi::Result<T>,
     ) -> tss_esapi::Result<T> {
@@ -513,7 +523,7 @@ impl Drop for Tpm {
     }
 }
 
-fn auth_value(pin: &Pin) -> Result<Auth> {
+pub(crate) fn auth_value(pin: &Pin) -> Result<Auth> {
     Auth::try_from(pin.expose().to_vec())
         .map_err(|_| Error::Unsupported("the PIN is too long for a TPM (at most 64 bytes)".into()))
 }
@@ -529,7 +539,7 @@ fn null_ticket() -> tss_esapi::Result<HashcheckTicket> {
 }
 
 /// Prefixes `bytes` with its big-endian u16 size (a TPM2B).
-fn tpm2b(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn tpm2b(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(2 + bytes.len());
     out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
     out.extend_from_slice(bytes);
@@ -537,7 +547,7 @@ fn tpm2b(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// The contents of a TPM2B, checking its size prefix.
-fn tpm2b_contents(bytes: &[u8]) -> Result<&[u8]> {
+pub(crate) fn tpm2b_contents(bytes: &[u8]) -> Result<&[u8]> {
     let malformed = || Error::Unsupported("the key file's private part is malformed".into());
     let (size, rest) = bytes.split_first_chunk::<2>().ok_or_else(malformed)?;
     let size = u16::from_be_bytes(*size) as usize;

@@ -50,6 +50,14 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(String),
 
+    /// The private key to import is encrypted and no passphrase was given.
+    #[error("the private key is encrypted; give its passphrase with -P")]
+    PassphraseRequired,
+
+    /// The passphrase does not decrypt the private key to import.
+    #[error("wrong passphrase: it does not decrypt the private key")]
+    WrongPassphrase,
+
     /// The key file is malformed.
     #[error(transparent)]
     KeyFile(#[from] ssh_tpm_keyfile::Error),

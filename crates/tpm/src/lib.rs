@@ -5,18 +5,23 @@
 
 mod device;
 mod error;
+mod external;
+mod import;
 mod public;
 mod secret;
 mod service;
 mod swtpm;
 mod target;
 mod template;
+mod wrap;
 
 pub use device::{LockoutStatus, SignHash, Tpm};
 pub use error::{Error, Result};
+pub use external::{ExternalKey, SecretBytes};
 pub use public::{decode_public, key_spec, ssh_public_key};
 pub use secret::Pin;
 pub use service::TpmService;
 pub use swtpm::EmbeddedSwtpm;
 pub use target::{embedded_state_dir, TpmTarget, DEFAULT_TCTI};
 pub use template::KeySpec;
+pub use wrap::{wrap_key, WrapParent};

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use ssh_tpm::tpm_args::TpmArgs;
+use ssh_tpm_keyfile::handle;
 
 /// Create SSH keys inside the TPM. The private key never leaves it; NAME.tpm holds the
 /// TPM-encrypted blob (mode 0600) and NAME.pub the public key.
@@ -36,4 +37,88 @@ pub struct Args {
     /// List the key types and sizes this TPM can create, then exit
     #[arg(long)]
     pub supported: bool,
+
+    /// Import FILE into the TPM: an OpenSSH, PKCS#8, SEC1 or PKCS#1 private key (ECDSA or
+    /// RSA), or an importable key file made by --wrap. Writes NAME.tpm and NAME.pub, where
+    /// NAME is -f or FILE (without .pem or .key)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["key_type", "bits", "supported"])]
+    pub import: Option<PathBuf>,
+
+    /// Passphrase of the encrypted private key to import or wrap, as ssh-keygen's -P;
+    /// asked on the terminal when the key is encrypted and this is not given
+    #[arg(short = 'P', value_name = "PASSPHRASE")]
+    pub passphrase: Option<String>,
+
+    /// Wrap the private key KEY for another machine's TPM, without using a TPM here: writes
+    /// an importable key file (NAME.tpm) that only that TPM can import. Needs --wrap-with
+    #[arg(
+        long,
+        value_name = "KEY",
+        requires = "wrap_with",
+        conflicts_with_all = ["import", "key_type", "bits", "supported"]
+    )]
+    pub wrap: Option<PathBuf>,
+
+    /// The public key (PEM) of the other TPM's parent: its H-2 storage key (parent owner),
+    /// or with --parent-handle a persistent storage key; from `tpm2_readpublic -f pem`
+    #[arg(long, value_name = "PARENT.pem", requires = "wrap")]
+    pub wrap_with: Option<PathBuf>,
+
+    /// Parent of the key: owner (o), endorsement (e), null (n) for that hierarchy's H-2
+    /// storage key, or a persistent storage key 0x81XXXXXX [default: owner]
+    #[arg(long, value_name = "HANDLE", value_parser = parse_parent_handle)]
+    pub parent_handle: Option<u32>,
+}
+
+/// Reads `--parent-handle`: a hierarchy by name or letter, or a persistent handle in hex.
+/// Anything else is refused, never taken as the owner hierarchy.
+pub fn parse_parent_handle(text: &str) -> Result<u32, String> {
+    let refused = || {
+        format!(
+            "`{text}` is not a parent; use owner (o), endorsement (e), null (n) or a \
+             persistent handle 0x81000000 to 0x81FFFFFF"
+        )
+    };
+    match text {
+        "owner" | "o" => Ok(handle::OWNER),
+        "endorsement" | "e" => Ok(handle::ENDORSEMENT),
+        "null" | "n" => Ok(handle::NULL),
+        _ => {
+            let hex = text
+                .strip_prefix("0x")
+                .or_else(|| text.strip_prefix("0X"))
+                .ok_or_else(refused)?;
+            let value = u32::from_str_radix(hex, 16).map_err(|_| refused())?;
+            if hex.len() == 8 && handle::is_persistent(value) {
+                Ok(value)
+            } else {
+                Err(refused())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_handles() {
+        assert_eq!(parse_parent_handle("owner"), Ok(handle::OWNER));
+        assert_eq!(parse_parent_handle("o"), Ok(handle::OWNER));
+        assert_eq!(parse_parent_handle("e"), Ok(handle::ENDORSEMENT));
+        assert_eq!(parse_parent_handle("null"), Ok(handle::NULL));
+        assert_eq!(parse_parent_handle("0x81000001"), Ok(0x8100_0001));
+        for bad in [
+            "bogus",
+            "",
+            "0x40000001",
+            "0x8100001",
+            "81000001",
+            "Owner",
+            "p",
+        ] {
+            assert!(parse_parent_handle(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,6 +1,8 @@
-//! `ssh-tpm-keygen`: creates an SSH key inside the TPM and writes its key files.
+//! `ssh-tpm-keygen`: creates an SSH key inside the TPM and writes its key files; imports
+//! existing keys into the TPM and wraps keys for another machine's TPM (see `import`).
 
 mod cli;
+mod import;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -9,6 +11,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use ssh_key::{HashAlg, PublicKey};
 use ssh_tpm::{files, prompt, CliError};
+use ssh_tpm_keyfile::{handle, TpmKey};
 use ssh_tpm_tpm::{KeySpec, Pin, Tpm};
 
 use cli::Args;
@@ -26,6 +29,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), CliError> {
+    if let (Some(key), Some(parent)) = (args.wrap.clone(), args.wrap_with.clone()) {
+        return import::wrap(args, &key, &parent);
+    }
+    if let Some(file) = args.import.clone() {
+        return import::import(args, &file);
+    }
     let spec = KeySpec::from_type_and_bits(&args.key_type, args.bits)?;
     // A missing TPM is reported before the user is asked anything.
     let mut tpm = Tpm::open(&args.tpm.target()?)?;
@@ -38,6 +47,22 @@ fn run(args: Args) -> Result<(), CliError> {
         Some(path) => strip_tpm_suffix(path),
         None => ask_file(spec)?,
     };
+    let (key_path, pub_path) = output_paths(&stem)?;
+    // One question covers both files, as ssh-keygen asks once for the key pair.
+    confirm_overwrite(&[&key_path, &pub_path], "nothing was created")?;
+    let pin = new_pin(args.pin)?;
+    let comment = args.comment.unwrap_or_else(default_comment);
+    let parent = args.parent_handle.unwrap_or(handle::OWNER);
+
+    eprintln!("Generating a {spec} key inside the TPM...");
+    let key = tpm.create_key_under(spec, &pin, parent)?;
+    drop(tpm);
+    let public = public_key(&key, &comment)?;
+    write_key_files(&key_path, Some(&pub_path), &key, &public)
+}
+
+/// `NAME.tpm` and `NAME.pub` for the name the user chose; a directory is refused.
+fn output_paths(stem: &Path) -> Result<(PathBuf, PathBuf), CliError> {
     if stem.is_dir() || stem.as_os_str().to_string_lossy().ends_with('/') {
         return Err(CliError::Usage(format!(
             "{} is a directory; give a file name, like {}/id_ecdsa",
@@ -45,19 +70,27 @@ fn run(args: Args) -> Result<(), CliError> {
             stem.display().to_string().trim_end_matches('/')
         )));
     }
-    let key_path = with_suffix(&stem, ".tpm");
-    let pub_path = with_suffix(&stem, ".pub");
-    // One question covers both files, as ssh-keygen asks once for the key pair.
-    if let Some(existing) = [&key_path, &pub_path].into_iter().find(|p| p.exists()) {
+    Ok((with_suffix(stem, ".tpm"), with_suffix(stem, ".pub")))
+}
+
+/// Asks once before overwriting the first of `paths` that exists; a "no" ends the
+/// command with `nothing_done` in the message.
+fn confirm_overwrite(paths: &[&Path], nothing_done: &str) -> Result<(), CliError> {
+    if let Some(existing) = paths.iter().find(|p| p.exists()) {
         let question = format!("{} already exists.\nOverwrite (y/n)? ", existing.display());
         if !prompt::confirm(&question)? {
             return Err(CliError::Usage(format!(
-                "{} was not overwritten; nothing was created",
+                "{} was not overwritten; {nothing_done}",
                 existing.display()
             )));
         }
     }
-    let pin = match args.pin {
+    Ok(())
+}
+
+/// The new key's PIN: `-N`, else asked twice on the terminal.
+fn new_pin(given: Option<String>) -> Result<Pin, CliError> {
+    let pin = match given {
         Some(pin) => Pin::from(pin),
         None => prompt::new_pin()?,
     };
@@ -67,27 +100,45 @@ fn run(args: Args) -> Result<(), CliError> {
             pin.expose().len()
         )));
     }
-    let comment = args.comment.unwrap_or_else(default_comment);
+    Ok(pin)
+}
 
-    eprintln!("Generating a {spec} key inside the TPM...");
-    let key = tpm.create_key(spec, &pin)?;
-    drop(tpm);
+/// The SSH public key of a TPM key file, with `comment`.
+fn public_key(key: &TpmKey, comment: &str) -> Result<PublicKey, CliError> {
     let public = ssh_tpm_tpm::decode_public(&key.pubkey)?;
     let mut public = PublicKey::from(ssh_tpm_tpm::ssh_public_key(&public)?);
-    public.set_comment(&comment);
+    public.set_comment(comment);
+    Ok(public)
+}
+
+/// Writes `NAME.tpm` (0600) and, unless `pub_path` is `None`, `NAME.pub` (0644), then says
+/// so as ssh-keygen does.
+fn write_key_files(
+    key_path: &Path,
+    pub_path: Option<&Path>,
+    key: &TpmKey,
+    public: &PublicKey,
+) -> Result<(), CliError> {
     let public_line = public
         .to_openssh()
         .map_err(|e| CliError::Usage(format!("cannot encode the public key: {e}")))?;
-
-    files::write_atomic(&key_path, key.to_pem().as_bytes(), 0o600)?;
-    files::write_atomic(&pub_path, format!("{public_line}\n").as_bytes(), 0o644)?;
+    files::write_atomic(key_path, key.to_pem().as_bytes(), 0o600)?;
+    if let Some(pub_path) = pub_path {
+        files::write_atomic(pub_path, format!("{public_line}\n").as_bytes(), 0o644)?;
+    }
     println!(
         "Your identification has been saved in {}",
         key_path.display()
     );
-    println!("Your public key has been saved in {}", pub_path.display());
+    if let Some(pub_path) = pub_path {
+        println!("Your public key has been saved in {}", pub_path.display());
+    }
     println!("The key fingerprint is:");
-    println!("{} {comment}", public.fingerprint(HashAlg::Sha256));
+    println!(
+        "{} {}",
+        public.fingerprint(HashAlg::Sha256),
+        public.comment()
+    );
     Ok(())
 }
 
