@@ -3,12 +3,14 @@
 //! The wire format is the Go ssh-tpm-agent's, so its scripts keep working: the extension
 //! (SSH_AGENTC_EXTENSION, draft-miller-ssh-agent 3.8) named `tpm-add-key` carries
 //! `byte 17 (or 25)`, `string "TPMKEY"`, `string key file`, `string certificate blob`
-//! (empty for none), then OpenSSH constraints (PROTOCOL.agent) to the end.
+//! (empty for none), then key constraints to the end (see [`crate::constraint`]). Like the
+//! Go tool, the first byte is 17 even when constraints follow.
 
-use ssh_encoding::{Decode, Encode, Reader};
+use ssh_encoding::{Decode, Encode};
 use ssh_tpm_keyfile::TpmKey;
 
 use crate::cert::CertBlob;
+use crate::constraint::Constraints;
 use crate::error::{Error, Result};
 
 /// The extension name.
@@ -22,12 +24,16 @@ const ADD_ID_CONSTRAINED: u8 = 25;
 pub struct AddKey {
     pub key: TpmKey,
     pub certificate: Option<CertBlob>,
-    /// Raw constraint bytes; none are honoured yet, so a request with any is refused.
-    pub constraints: Vec<u8>,
+    pub constraints: Constraints,
 }
 
-/// Encodes the extension contents for `key` (PEM) and an optional certificate.
-pub fn encode(key: &TpmKey, certificate: Option<&CertBlob>) -> Result<Vec<u8>> {
+/// Encodes the extension contents for `key` (PEM), an optional certificate and the key's
+/// constraints.
+pub fn encode(
+    key: &TpmKey,
+    certificate: Option<&CertBlob>,
+    constraints: &Constraints,
+) -> Result<Vec<u8>> {
     let mut out = vec![ADD_IDENTITY];
     let cert = certificate.map_or(&[][..], CertBlob::as_bytes);
     let pem = key.to_pem();
@@ -37,6 +43,7 @@ pub fn encode(key: &TpmKey, certificate: Option<&CertBlob>) -> Result<Vec<u8>> {
             .encode(&mut out)
             .map_err(|e| Error::Protocol(e.to_string()))?;
     }
+    out.extend_from_slice(&constraints.encode());
     Ok(out)
 }
 
@@ -60,10 +67,7 @@ pub fn decode(mut contents: &[u8]) -> Result<AddKey> {
     } else {
         Some(CertBlob::from_bytes(cert_bytes)?)
     };
-    let mut constraints = vec![0u8; reader.remaining_len()];
-    reader
-        .read(&mut constraints)
-        .map_err(|_| bad("constraints"))?;
+    let constraints = Constraints::decode(reader)?;
     Ok(AddKey {
         key,
         certificate,
@@ -78,13 +82,35 @@ mod tests {
     #[test]
     fn round_trip_without_certificate() {
         let key = TpmKey::new_loadable(0x4000_0001, vec![0, 2, 1, 2], vec![0, 1, 7], true);
-        let wire = encode(&key, None).expect("encodes");
+        let wire = encode(&key, None, &Constraints::default()).expect("encodes");
         assert_eq!(wire[0], 17);
         assert_eq!(&wire[1..11], b"\0\0\0\x06TPMKEY");
         let decoded = decode(&wire).expect("decodes");
         assert_eq!(decoded.key, key);
         assert!(decoded.certificate.is_none());
         assert!(decoded.constraints.is_empty());
+    }
+
+    /// Constraints follow the (empty) certificate string, as the Go tool writes them.
+    #[test]
+    fn constraints_follow_the_certificate() {
+        let key = TpmKey::new_loadable(0x4000_0001, vec![0, 2, 1, 2], vec![0, 1, 7], true);
+        let constraints = Constraints {
+            lifetime: Some(2),
+            confirm: true,
+        };
+        let wire = encode(&key, None, &constraints).expect("encodes");
+        assert_eq!(wire[0], 17, "the Go tool sends 17 with constraints too");
+        assert!(wire.ends_with(&[0, 0, 0, 0, 1, 0, 0, 0, 2, 2]), "{wire:?}");
+        assert_eq!(decode(&wire).expect("decodes").constraints, constraints);
+
+        let mut unknown = wire.clone();
+        unknown.push(9);
+        let refused = decode(&unknown).expect_err("unknown constraint");
+        assert!(
+            refused.to_string().contains("constraint type 9"),
+            "{refused}"
+        );
     }
 
     #[test]

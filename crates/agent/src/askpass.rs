@@ -1,7 +1,7 @@
-//! Asking the user for a PIN through `SSH_ASKPASS`, by OpenSSH's rules (ssh(1),
-//! ENVIRONMENT): `SSH_ASKPASS_REQUIRE=never` forbids it, `force` uses it unconditionally,
-//! and otherwise a display (`DISPLAY` or `WAYLAND_DISPLAY`) must be set, since the agent has
-//! no terminal.
+//! Asking the user for a PIN, or to allow a use of a key, through `SSH_ASKPASS`, by OpenSSH's
+//! rules (ssh(1), ENVIRONMENT): `SSH_ASKPASS_REQUIRE=never` forbids it, `force` uses it
+//! unconditionally, and otherwise a display (`DISPLAY` or `WAYLAND_DISPLAY`) must be set,
+//! since the agent has no terminal.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -54,37 +54,73 @@ fn prompt_allowed(require: Option<&str>, has_display: bool) -> Result<()> {
 /// Shows `prompt` and returns what the user typed. An empty answer or a cancelled prompt
 /// is an error: an empty PIN is never sent on the user's behalf.
 pub async fn ask_pin(prompt: &str) -> Result<Pin> {
+    let (success, mut answer) = run(prompt, false).await?;
+    let pin = Pin::new(first_line(&answer).to_vec());
+    answer.zeroize();
+    if !success || pin.is_empty() {
+        return Err(Error::PromptCancelled);
+    }
+    Ok(pin)
+}
+
+/// Asks the user to allow one use of a key, as OpenSSH's ssh-agent does for keys added with
+/// `ssh-add -c`: the program runs with `SSH_ASKPASS_PROMPT=confirm`, and the use is allowed
+/// when it exits 0 having printed nothing or `yes` (readpass.c, `ask_permission`).
+pub async fn confirm(prompt: &str) -> Result<bool> {
+    let (success, answer) = run(prompt, true).await?;
+    Ok(allows(success, &answer))
+}
+
+/// Whether a confirmation prompt that exited with `success` and printed `answer` allows.
+fn allows(success: bool, answer: &[u8]) -> bool {
+    let answer = first_line(answer);
+    success && (answer.is_empty() || answer.eq_ignore_ascii_case(b"yes"))
+}
+
+/// Runs the askpass program with `prompt`; whether it exited 0, and what it printed.
+async fn run(prompt: &str, confirm: bool) -> Result<(bool, Vec<u8>)> {
     let program = program()?;
-    let mut child = tokio::process::Command::new(&program)
+    let mut command = tokio::process::Command::new(&program);
+    command
         .arg(prompt)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    if confirm {
+        command.env("SSH_ASKPASS_PROMPT", "confirm");
+    } else {
+        command.env_remove("SSH_ASKPASS_PROMPT");
+    }
+    let mut child = command
         .spawn()
         .map_err(|e| Error::NoPrompt(format!("cannot run {}: {e}", program.display())))?;
 
     let mut answer = Vec::new();
     if let Some(mut stdout) = child.stdout.take() {
-        stdout
-            .read_to_end(&mut answer)
-            .await
-            .map_err(|e| Error::NoPrompt(format!("cannot read the prompt's answer: {e}")))?;
+        if let Err(e) = stdout.read_to_end(&mut answer).await {
+            answer.zeroize();
+            return Err(Error::NoPrompt(format!(
+                "cannot read the prompt's answer: {e}"
+            )));
+        }
     }
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| Error::NoPrompt(format!("the prompt program failed: {e}")))?;
+    match child.wait().await {
+        Ok(status) => Ok((status.success(), answer)),
+        Err(e) => {
+            answer.zeroize();
+            Err(Error::NoPrompt(format!("the prompt program failed: {e}")))
+        }
+    }
+}
+
+/// The answer up to its first line break.
+fn first_line(answer: &[u8]) -> &[u8] {
     let end = answer
         .iter()
         .position(|&b| b == b'\n' || b == b'\r')
         .unwrap_or(answer.len());
-    let pin = Pin::new(answer[..end].to_vec());
-    answer.zeroize();
-    if !status.success() || pin.is_empty() {
-        return Err(Error::PromptCancelled);
-    }
-    Ok(pin)
+    &answer[..end]
 }
 
 #[cfg(test)]
@@ -100,6 +136,18 @@ mod tests {
             let refused = prompt_allowed(Some(never), true);
             assert!(matches!(refused, Err(Error::NoPrompt(_))), "{never}");
         }
+    }
+
+    /// OpenSSH's ask_permission: exit 0 with nothing or "yes" allows; anything else refuses.
+    #[test]
+    fn confirmation_needs_success_and_an_empty_or_yes_answer() {
+        assert!(allows(true, b""));
+        assert!(allows(true, b"\n"));
+        assert!(allows(true, b"YES\n"));
+        assert!(!allows(true, b"no\n"));
+        assert!(!allows(true, b"yes please"));
+        assert!(!allows(false, b""));
+        assert!(!allows(false, b"yes\n"));
     }
 
     #[test]

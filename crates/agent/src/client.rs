@@ -10,6 +10,7 @@ use ssh_tpm_keyfile::TpmKey;
 
 use crate::addkey;
 use crate::cert::CertBlob;
+use crate::constraint::Constraints;
 use crate::error::{Error, Result};
 use crate::server::MAX_MESSAGE;
 
@@ -27,9 +28,15 @@ pub fn socket_from_env() -> Result<PathBuf> {
         })
 }
 
-/// Sends a key file (and its certificate) to the agent at `socket`.
-pub fn add_key(socket: &Path, key: &TpmKey, certificate: Option<&CertBlob>) -> Result<()> {
-    let details = addkey::encode(key, certificate)?;
+/// Sends a key file (and its certificate) to the agent at `socket`, to be served within
+/// `constraints`.
+pub fn add_key(
+    socket: &Path,
+    key: &TpmKey,
+    certificate: Option<&CertBlob>,
+    constraints: &Constraints,
+) -> Result<()> {
+    let details = addkey::encode(key, certificate, constraints)?;
     let request = Request::Extension(Extension {
         name: addkey::EXTENSION.to_string(),
         details: details.into(),

@@ -40,6 +40,14 @@ pub enum Error {
     )]
     EmptyAuthRefused,
 
+    /// A key added with `-c` whose use the user refused, or could not be asked about.
+    #[error("the user did not allow this use of the key (it was added with -c)")]
+    NotConfirmed,
+
+    /// Another agent (`-A SOCKET`) failed or refused.
+    #[error("the agent at {socket}: {reason}")]
+    Upstream { socket: PathBuf, reason: String },
+
     #[error("{path}: {reason}")]
     KeyFile { path: PathBuf, reason: String },
 

@@ -1,11 +1,12 @@
 //! The keys the agent serves: TPM key files with their public key, comment and optional
-//! certificate, loaded from a directory or added by clients.
+//! certificate, loaded from a directory or added by clients, with the constraints a client set.
 
 use std::fs::FileType;
 use std::io::Read;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use ssh_key::public::KeyData;
 use ssh_key::{HashAlg, PublicKey};
@@ -13,6 +14,7 @@ use ssh_tpm_keyfile::{KeyType, TpmKey};
 use ssh_tpm_tpm::KeySpec;
 
 use crate::cert::{key_blob, CertBlob};
+use crate::constraint::Constraints;
 use crate::error::{Error, Result};
 
 /// Largest key file read. Real ones are a few KiB (under 16 KiB even with policies); a larger
@@ -29,6 +31,10 @@ pub struct AgentKey {
     pub spec: KeySpec,
     pub comment: String,
     pub certificate: Option<CertBlob>,
+    /// Each use must be confirmed by the user (`ssh-tpm-add -c`).
+    pub confirm: bool,
+    /// When the key leaves the agent (`ssh-tpm-add -t`).
+    pub expires: Option<Instant>,
 }
 
 impl AgentKey {
@@ -37,10 +43,16 @@ impl AgentKey {
     pub fn new(key: TpmKey, certificate: Option<CertBlob>) -> Result<Self> {
         let invalid = |reason: String| Error::Protocol(reason);
         match key.key_type {
-            // The TPM layer imports an importable key on its first signature.
-            KeyType::Loadable | KeyType::Importable => {}
+            KeyType::Loadable => {}
             KeyType::Sealed => {
                 return Err(invalid("this file holds TPM-sealed data, not a key".into()))
+            }
+            KeyType::Importable => {
+                return Err(invalid(
+                    "importable keys are not supported yet; convert the key with \
+                     ssh-tpm-keygen on the target machine"
+                        .into(),
+                ))
             }
         }
         let public = ssh_tpm_tpm::decode_public(&key.pubkey)?;
@@ -59,7 +71,27 @@ impl AgentKey {
             public_blob,
             spec,
             certificate,
+            confirm: false,
+            expires: None,
         })
+    }
+
+    /// Applies the constraints a client sent with the key; a lifetime counts from `now`.
+    pub fn constrain(&mut self, constraints: &Constraints, now: Instant) {
+        self.confirm = constraints.confirm;
+        self.expires = constraints
+            .lifetime
+            .map(|seconds| now + Duration::from_secs(seconds.into()));
+    }
+
+    /// True once the key's lifetime has run out at `now`.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|at| at <= now)
+    }
+
+    /// True when a client set limits on the key.
+    pub fn is_constrained(&self) -> bool {
+        self.confirm || self.expires.is_some()
     }
 
     /// Reads `NAME.tpm`, with `NAME.pub` for the comment and `NAME-cert.pub` when present.
@@ -204,6 +236,32 @@ impl Keyring {
         self.keys.write().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
+    /// Adds a key read from a file, replacing one with the same public key but keeping that
+    /// one's constraints: a reload must not lift limits a client set.
+    fn add_loaded(&self, mut key: AgentKey) {
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = keys.iter().find(|k| k.public == key.public) {
+            key.confirm = old.confirm;
+            key.expires = old.expires;
+        }
+        keys.retain(|k| k.public != key.public);
+        keys.push(Arc::new(key));
+    }
+
+    /// Removes the keys whose lifetime has run out at `now`; returns them.
+    pub fn expire(&self, now: Instant) -> Vec<Arc<AgentKey>> {
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        let (gone, kept): (Vec<_>, Vec<_>) = keys.drain(..).partition(|k| k.expired(now));
+        *keys = kept;
+        gone
+    }
+
+    /// When the next key expires, if any key has a lifetime.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        keys.iter().filter_map(|k| k.expires).min()
+    }
+
     /// Loads every `*.tpm` under `dir` (recursively), in path order. Files that fail, entries
     /// named `*.tpm` that are not regular files, and files holding a key already loaded from
     /// an earlier file are returned with the reason, so the caller can report each by name;
@@ -234,7 +292,7 @@ impl Keyring {
             }
             tracing::info!(key = %key.label(), file = %path.display(), "key loaded");
             loaded.push((key.public_blob.clone(), path));
-            self.add(key);
+            self.add_loaded(key);
         }
         failures
     }
@@ -462,6 +520,59 @@ mod tests {
               not read"
             ]
         );
+    }
+
+    /// Keys leave when their lifetime ends; the next expiry is the earliest one left.
+    #[test]
+    fn keys_expire_at_the_end_of_their_lifetime() {
+        let dir = TestDir::new();
+        let path = dir.join("id.tpm");
+        std::fs::write(&path, FIXTURE).expect("write id.tpm");
+        let now = Instant::now();
+        let mut brief = AgentKey::from_file(&path).expect("loads");
+        brief.constrain(
+            &Constraints {
+                lifetime: Some(2),
+                confirm: true,
+            },
+            now,
+        );
+        assert!(brief.confirm && brief.is_constrained());
+
+        let keyring = Keyring::default();
+        keyring.add(brief);
+        assert_eq!(keyring.next_expiry(), Some(now + Duration::from_secs(2)));
+        assert!(keyring.expire(now + Duration::from_secs(1)).is_empty());
+        assert_eq!(keyring.expire(now + Duration::from_secs(2)).len(), 1);
+        assert!(keyring.keys().is_empty());
+        assert_eq!(keyring.next_expiry(), None);
+    }
+
+    /// SIGHUP reloads a file whose key a client added with constraints: the key is
+    /// refreshed, and keeps them.
+    #[test]
+    fn reload_keeps_the_constraints_a_client_set() {
+        let dir = TestDir::new();
+        std::fs::write(dir.join("id.tpm"), FIXTURE).expect("write id.tpm");
+        let keyring = Keyring::default();
+        let mut added = AgentKey::from_file(&dir.join("id.tpm")).expect("loads");
+        added.constrain(
+            &Constraints {
+                lifetime: None,
+                confirm: true,
+            },
+            Instant::now(),
+        );
+        keyring.add(added);
+
+        assert!(failures_by_name(&keyring, &dir).is_empty());
+        let keys = keyring.keys();
+        assert_eq!(keys.len(), 1);
+        assert!(keys[0].confirm, "the reload lifted -c");
+
+        // A key added without constraints replaces one with them, as in ssh-agent.
+        keyring.add(AgentKey::from_file(&dir.join("id.tpm")).expect("loads"));
+        assert!(!keyring.keys()[0].is_constrained());
     }
 
     #[test]

@@ -1,19 +1,23 @@
 //! The ssh-tpm agent: an ssh-agent whose private keys are TPM objects.
 //!
 //! Layout: [`socket`] decides where the agent listens and who may talk to it; [`server`]
-//! speaks the agent protocol; [`keyring`] holds the keys, with their certificates as
-//! [`cert`] blobs; [`askpass`] asks for PINs;
+//! speaks the agent protocol to each [`peer`]; [`keyring`] holds the keys, with their
+//! certificates as [`cert`] blobs and the [`constraint`]s clients set; [`askpass`] asks for
+//! PINs and confirmations; [`upstream`] passes requests on to other agents;
 //! [`addkey`] is the `tpm-add-key` extension that [`client`] uses to add key files.
 
 pub mod addkey;
 pub mod askpass;
 pub mod cert;
 pub mod client;
+pub mod constraint;
 mod error;
 pub mod keyring;
+pub mod peer;
 mod pincache;
 pub mod server;
 pub mod socket;
+pub mod upstream;
 
 pub use error::{Error, Result};
 pub use keyring::{AgentKey, Keyring};

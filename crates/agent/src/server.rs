@@ -1,11 +1,15 @@
 //! Serving the agent protocol (draft-miller-ssh-agent, OpenSSH PROTOCOL.agent) on a Unix
-//! socket: framing, dispatch, and the requests this agent answers.
+//! socket: framing, dispatch, and the requests this agent answers. Requests for keys it does
+//! not hold go to the other agents given with `-A` (see [`forward`]).
+
+mod forward;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use ssh_agent_lib::proto::extension::QueryResponse;
 use ssh_agent_lib::proto::{Extension, Request, Response};
 use ssh_encoding::{Decode, Encode};
 use ssh_tpm_tpm::{KeySpec, Pin, SignHash, TpmService};
@@ -18,8 +22,10 @@ use crate::addkey;
 use crate::askpass;
 use crate::error::{Error, Result};
 use crate::keyring::{AgentKey, Keyring};
+use crate::peer::Peer;
 use crate::pincache::PinCache;
 use crate::socket;
+use crate::upstream::Upstreams;
 
 /// Largest message accepted, as OpenSSH's ssh-agent (AGENT_MAX_LEN, 256 KiB).
 pub const MAX_MESSAGE: usize = 256 * 1024;
@@ -27,16 +33,38 @@ pub const MAX_MESSAGE: usize = 256 * 1024;
 const REQUEST_IDENTITIES: u8 = 11;
 const IDENTITIES_ANSWER: u8 = 12;
 const SIGN_REQUEST: u8 = 13;
+const SIGN_RESPONSE: u8 = 14;
+const ADD_IDENTITY: u8 = 17;
 const REMOVE_IDENTITY: u8 = 18;
+const REMOVE_ALL_IDENTITIES: u8 = 19;
+const ADD_SMARTCARD_KEY: u8 = 20;
+const REMOVE_SMARTCARD_KEY: u8 = 21;
+const UNLOCK: u8 = 23;
+const ADD_ID_CONSTRAINED: u8 = 25;
+const ADD_SMARTCARD_KEY_CONSTRAINED: u8 = 26;
 /// Every request number draft-miller-ssh-agent (6.1) and OpenSSH's PROTOCOL.agent define for
 /// protocol 2. The rest are protocol-1 leftovers (1-9, 24) that `ssh-add -D` still sends, or
 /// unknown; they get FAILURE without a warning.
 const KNOWN_REQUESTS: [u8; 12] = [11, 13, 17, 18, 19, 20, 21, 22, 23, 25, 26, 27];
+/// Requests that add or remove keys the agent cannot hold itself: plain private keys and
+/// smartcard keys. They go to the first `-A` agent.
+const ADD_ELSEWHERE: [u8; 5] = [
+    ADD_IDENTITY,
+    ADD_ID_CONSTRAINED,
+    ADD_SMARTCARD_KEY,
+    ADD_SMARTCARD_KEY_CONSTRAINED,
+    REMOVE_SMARTCARD_KEY,
+];
 const FAILURE: u8 = 5;
 const SUCCESS: u8 = 6;
 /// Sign-request flags (draft-miller-ssh-agent 4.5.1).
 const RSA_SHA2_256: u32 = 0x02;
 const RSA_SHA2_512: u32 = 0x04;
+
+/// The extension `query` lists what this agent supports (draft-miller-ssh-agent 3.8.1).
+const QUERY: &str = "query";
+/// Every extension this agent answers.
+pub const EXTENSIONS: [&str; 2] = [QUERY, addkey::EXTENSION];
 
 /// SSH_AGENTC_SIGN_REQUEST (draft-miller-ssh-agent 4.5): the key named by its wire blob.
 struct SignRequest {
@@ -70,7 +98,8 @@ const UNLOCK_DELAY_MAX_STEPS: u32 = 100;
 /// retrying at once would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// The agent: its keys, the PINs it was told, and the TPM that holds the keys.
+/// The agent: its keys, the PINs it was told, the TPM that holds the keys, and the other
+/// agents it passes requests to.
 pub struct Agent {
     keyring: Keyring,
     pins: PinCache,
@@ -79,6 +108,9 @@ pub struct Agent {
     /// Wrong unlock passphrases since the last unlock. Held across the delay after a wrong
     /// one, so that guesses on parallel connections wait their turn.
     unlock_failures: tokio::sync::Mutex<u32>,
+    /// Wakes the reaper when a key with a lifetime is added.
+    lifetimes_changed: tokio::sync::Notify,
+    upstreams: Upstreams,
     tpm: TpmService,
 }
 
@@ -91,8 +123,17 @@ impl Agent {
             pins: PinCache::new(cache_pins),
             lock: Mutex::new(None),
             unlock_failures: tokio::sync::Mutex::new(0),
+            lifetimes_changed: tokio::sync::Notify::new(),
+            upstreams: Upstreams::default(),
             tpm,
         }
+    }
+
+    /// Passes requests for keys this agent does not hold to the agents at `upstreams`
+    /// (`-A`), and plain keys added with ssh-add to the first of them.
+    pub fn with_upstreams(mut self, upstreams: Upstreams) -> Self {
+        self.upstreams = upstreams;
+        self
     }
 
     /// The keys served.
@@ -105,36 +146,55 @@ impl Agent {
         self.tpm
     }
 
-    /// Answers one message (without its length prefix) with the reply's body. Malformed
-    /// or unsupported messages get SSH_AGENT_FAILURE; the connection stays up.
+    /// Answers one message (without its length prefix) from `peer` with the reply's body.
+    /// Malformed or unsupported messages get SSH_AGENT_FAILURE; the connection stays up.
     ///
     /// List and sign are decoded here rather than by ssh-agent-lib, because they carry
-    /// certificates, which ssh-key 0.6 cannot always parse (see [`crate::cert`]).
-    pub async fn handle(&self, message: &[u8]) -> Vec<u8> {
-        let locked = self.is_locked();
-        let result = match message.split_first() {
-            Some((&kind, _)) if !KNOWN_REQUESTS.contains(&kind) => {
-                tracing::debug!(kind, "legacy or unknown request type; answering FAILURE");
-                return vec![FAILURE];
-            }
-            // A locked agent lists nothing and signs nothing (PROTOCOL.agent, lock).
-            Some((&REQUEST_IDENTITIES, [])) if locked => Ok(vec![IDENTITIES_ANSWER, 0, 0, 0, 0]),
-            Some((&SIGN_REQUEST | &REMOVE_IDENTITY, _)) if locked => Err(Error::Locked),
-            Some((&REMOVE_IDENTITY, body)) => self.remove(body),
-            Some((&REQUEST_IDENTITIES, [])) => self.identities(),
-            Some((&SIGN_REQUEST, body)) => match SignRequest::decode(body) {
-                Some(request) => self
-                    .sign(request)
-                    .await
-                    .and_then(|sig| encode_response(&Response::SignResponse(sig))),
-                None => Err(Error::Protocol("malformed sign request".into())),
-            },
-            _ => self.handle_other(message).await,
+    /// certificates, which ssh-key 0.6 cannot always parse (see [`crate::cert`]); requests
+    /// that may go to another agent are kept as the bytes the client sent.
+    pub async fn handle(&self, peer: &mut Peer, message: &[u8]) -> Vec<u8> {
+        // Keys past their lifetime are gone before any request sees them, even if the
+        // reaper has not run yet.
+        self.expire_keys();
+        let Some((&kind, body)) = message.split_first() else {
+            return vec![FAILURE];
+        };
+        if !KNOWN_REQUESTS.contains(&kind) {
+            tracing::debug!(kind, "legacy or unknown request type; answering FAILURE");
+            return vec![FAILURE];
+        }
+        // A locked agent lists nothing and does nothing but unlock (PROTOCOL.agent, lock).
+        let result = match (self.is_locked(), kind) {
+            (true, REQUEST_IDENTITIES) => Ok(vec![IDENTITIES_ANSWER, 0, 0, 0, 0]),
+            (true, UNLOCK) => self.handle_other(message).await,
+            (true, _) => Err(Error::Locked),
+            (false, _) => self.dispatch(peer, kind, body, message).await,
         };
         result.unwrap_or_else(|e| {
             tracing::warn!("request failed: {e}");
             vec![FAILURE]
         })
+    }
+
+    async fn dispatch(
+        &self,
+        peer: &mut Peer,
+        kind: u8,
+        body: &[u8],
+        message: &[u8],
+    ) -> Result<Vec<u8>> {
+        match kind {
+            REQUEST_IDENTITIES if body.is_empty() => self.identities().await,
+            SIGN_REQUEST => {
+                let request = SignRequest::decode(body)
+                    .ok_or_else(|| Error::Protocol("malformed sign request".into()))?;
+                self.sign_request(peer, request, message).await
+            }
+            REMOVE_IDENTITY => self.remove(body, message).await,
+            REMOVE_ALL_IDENTITIES => self.remove_all(message).await,
+            kind if ADD_ELSEWHERE.contains(&kind) => self.add_elsewhere(kind, message).await,
+            _ => self.handle_other(message).await,
+        }
     }
 
     async fn handle_other(&self, message: &[u8]) -> Result<Vec<u8>> {
@@ -149,12 +209,6 @@ impl Agent {
         }
         let response = match request {
             Request::Extension(extension) => self.extension(extension)?,
-            Request::RemoveAllIdentities => {
-                self.keyring.clear();
-                self.pins.clear();
-                tracing::info!("all keys removed");
-                Response::Success
-            }
             Request::Lock(passphrase) => {
                 let mut lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
                 *lock = Some(passphrase_digest(passphrase));
@@ -163,17 +217,10 @@ impl Agent {
                 Response::Success
             }
             Request::Unlock(passphrase) => self.unlock(passphrase).await?,
-            Request::AddIdentity(_) | Request::AddIdConstrained(_) => {
-                return Err(Error::Protocol(
-                    "this agent holds TPM keys only; add them with ssh-tpm-add, or keep \
-                     plain keys in another ssh-agent"
-                        .into(),
-                ))
-            }
-            other => {
+            _ => {
                 return Err(Error::Protocol(format!(
-                    "request {} is not supported yet",
-                    request_name(&other)
+                    "request type {:?} is not supported",
+                    message.first()
                 )))
             }
         };
@@ -215,16 +262,25 @@ impl Agent {
     }
 
     /// SSH_AGENT_IDENTITIES_ANSWER (draft-miller-ssh-agent 4.4): each key, and after it
-    /// its certificate when it has one.
-    fn identities(&self) -> Result<Vec<u8>> {
+    /// its certificate when it has one; then the keys of the `-A` agents that we do not
+    /// hold ourselves.
+    async fn identities(&self) -> Result<Vec<u8>> {
         let keys = self.keyring.keys();
-        let mut entries: Vec<(&[u8], &str)> = Vec::new();
+        let mut entries: Vec<(&[u8], &[u8])> = Vec::new();
         for key in &keys {
-            entries.push((&key.public_blob, &key.comment));
+            entries.push((&key.public_blob, key.comment.as_bytes()));
             if let Some(cert) = &key.certificate {
-                entries.push((cert.as_bytes(), &key.comment));
+                entries.push((cert.as_bytes(), key.comment.as_bytes()));
             }
         }
+        let ours = entries.len();
+        let theirs = self.upstream_identities().await;
+        for listed in &theirs {
+            if !entries.iter().any(|(blob, _)| *blob == listed.blob) {
+                entries.push((&listed.blob, &listed.comment));
+            }
+        }
+
         let mut body = vec![IDENTITIES_ANSWER];
         let encoded = (entries.len() as u32).encode(&mut body).and_then(|()| {
             entries.iter().try_for_each(|(blob, comment)| {
@@ -233,20 +289,43 @@ impl Agent {
             })
         });
         encoded.map_err(|e| Error::Protocol(format!("cannot encode the key list: {e}")))?;
-        tracing::debug!(count = entries.len(), "listed identities");
+        tracing::debug!(ours, others = entries.len() - ours, "listed identities");
         Ok(body)
     }
 
-    async fn sign(&self, request: SignRequest) -> Result<ssh_key::Signature> {
-        let key = self.find(&request.key_blob).ok_or(Error::NoSuchKey)?;
+    /// SSH_AGENTC_SIGN_REQUEST for one of our keys, or else for a key of an `-A` agent.
+    async fn sign_request(
+        &self,
+        peer: &Peer,
+        request: SignRequest,
+        message: &[u8],
+    ) -> Result<Vec<u8>> {
+        match self.find(&request.key_blob) {
+            Some(key) => {
+                let signature = self.sign(peer, &key, request).await?;
+                encode_response(&Response::SignResponse(signature))
+            }
+            None => self.sign_elsewhere(&request.key_blob, message).await,
+        }
+    }
+
+    async fn sign(
+        &self,
+        peer: &Peer,
+        key: &Arc<AgentKey>,
+        request: SignRequest,
+    ) -> Result<ssh_key::Signature> {
         let hash = sign_hash(key.spec, request.flags)?;
         tracing::debug!(key = %key.fingerprint(), ?hash, "sign request");
+        if key.confirm {
+            self.confirm_use(peer, key).await?;
+        }
         let data = Arc::new(request.data);
 
         let mut wrong = 0;
         loop {
-            let (pin, cached) = self.pin_for(&key, wrong).await?;
-            let job_key = Arc::clone(&key);
+            let (pin, cached) = self.pin_for(key, wrong).await?;
+            let job_key = Arc::clone(key);
             let (job_pin, job_data) = (pin.clone(), Arc::clone(&data));
             let signed = self
                 .on_tpm(move |tpm| tpm.sign(&job_key.key, &job_pin, hash, &job_data))
@@ -264,12 +343,30 @@ impl Agent {
                         wrong += 1;
                     }
                     after_wrong_pin(key.key.empty_auth, tries_left, wrong)
-                        .map_err(|e| with_key(&key, e))?;
+                        .map_err(|e| with_key(key, e))?;
                     let error = ssh_tpm_tpm::Error::WrongPin { tries_left };
                     tracing::warn!("key {}: {error}; asking again", key.label());
                 }
-                Err(e) => return Err(with_key(&key, Error::Tpm(e))),
+                Err(e) => return Err(with_key(key, Error::Tpm(e))),
             }
+        }
+    }
+
+    /// Asks the user to allow this use of a key added with `-c`, naming the key and the
+    /// processes asking, as OpenSSH's ssh-agent does. No answer is a refusal.
+    async fn confirm_use(&self, peer: &Peer, key: &AgentKey) -> Result<()> {
+        let chain = peer.process_chain();
+        let prompt = confirm_prompt(key, &chain);
+        match askpass::confirm(&prompt).await {
+            Ok(true) => {
+                tracing::debug!(key = %key.fingerprint(), requester = %chain, "use confirmed");
+                Ok(())
+            }
+            Ok(false) => Err(with_key(key, Error::NotConfirmed)),
+            Err(e) => Err(with_key(
+                key,
+                Error::Protocol(format!("{}; {e}", Error::NotConfirmed)),
+            )),
         }
     }
 
@@ -315,16 +412,54 @@ impl Agent {
             .map_err(|_| Error::Protocol("the TPM thread stopped".into()))
     }
 
-    /// SSH_AGENTC_REMOVE_IDENTITY (draft-miller-ssh-agent 4.3): `string key blob`.
-    fn remove(&self, mut body: &[u8]) -> Result<Vec<u8>> {
+    /// SSH_AGENTC_REMOVE_IDENTITY (draft-miller-ssh-agent 4.3): `string key blob`. A key we
+    /// do not hold is removed from the `-A` agent that has it.
+    async fn remove(&self, mut body: &[u8], message: &[u8]) -> Result<Vec<u8>> {
         let blob = Vec::<u8>::decode(&mut body)
             .ok()
             .filter(|_| body.is_empty())
             .ok_or_else(|| Error::Protocol("malformed remove request".into()))?;
-        let removed = self.keyring.remove(&blob).ok_or(Error::NoSuchKey)?;
+        let Some(removed) = self.keyring.remove(&blob) else {
+            return self.remove_elsewhere(&blob, message).await;
+        };
         self.pins.forget(&removed.public_blob);
         tracing::info!(key = %removed.label(), "key removed");
         Ok(vec![SUCCESS])
+    }
+
+    /// SSH_AGENTC_REMOVE_ALL_IDENTITIES: ours, and those of every `-A` agent.
+    async fn remove_all(&self, message: &[u8]) -> Result<Vec<u8>> {
+        self.keyring.clear();
+        self.pins.clear();
+        tracing::info!("all keys removed");
+        self.remove_all_elsewhere(message).await?;
+        Ok(vec![SUCCESS])
+    }
+
+    /// Drops the keys whose lifetime ran out, and their PINs.
+    fn expire_keys(&self) {
+        for key in self.keyring.expire(Instant::now()) {
+            self.pins.forget(&key.public_blob);
+            tracing::info!(key = %key.label(), "key expired (its lifetime, set with -t, ended)");
+        }
+    }
+
+    /// Removes each key when its lifetime ends, so that it goes away on time even while
+    /// no client asks. Runs until dropped.
+    pub async fn reap_expired_keys(&self) {
+        loop {
+            let changed = self.lifetimes_changed.notified();
+            match self.keyring.next_expiry() {
+                Some(at) => {
+                    let at = tokio::time::Instant::from_std(at);
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => self.expire_keys(),
+                        () = changed => {}
+                    }
+                }
+                None => changed.await,
+            }
+        }
     }
 
     fn is_locked(&self) -> bool {
@@ -335,19 +470,36 @@ impl Agent {
     }
 
     fn extension(&self, extension: Extension) -> Result<Response> {
-        if extension.name != addkey::EXTENSION {
-            tracing::debug!(name = %extension.name, "unknown extension");
-            return Ok(Response::ExtensionFailure);
+        match extension.name.as_str() {
+            QUERY => {
+                let extensions = EXTENSIONS.iter().map(|name| name.to_string()).collect();
+                let answer = Extension::new_message(QueryResponse { extensions })
+                    .map_err(|e| Error::Protocol(format!("cannot encode the answer: {e}")))?;
+                Ok(Response::ExtensionResponse(answer))
+            }
+            addkey::EXTENSION => self.add_tpm_key(extension.details.as_ref()),
+            name => {
+                tracing::debug!(name, "unknown extension");
+                Ok(Response::ExtensionFailure)
+            }
         }
-        let request = addkey::decode(extension.details.as_ref())?;
-        if !request.constraints.is_empty() {
-            return Err(Error::Protocol(
-                "key constraints (-c, -t) are not supported yet; add the key without them".into(),
-            ));
-        }
-        let key = AgentKey::new(request.key, request.certificate)?;
-        tracing::info!(key = %key.label(), "key added");
+    }
+
+    /// The `tpm-add-key` extension: a key file, its certificate and its constraints.
+    fn add_tpm_key(&self, details: &[u8]) -> Result<Response> {
+        let request = addkey::decode(details)?;
+        let mut key = AgentKey::new(request.key, request.certificate)?;
+        key.constrain(&request.constraints, Instant::now());
+        tracing::info!(
+            key = %key.label(),
+            constraints = %request.constraints.describe(),
+            "key added"
+        );
+        let has_lifetime = key.expires.is_some();
         self.keyring.add(key);
+        if has_lifetime {
+            self.lifetimes_changed.notify_one();
+        }
         Ok(Response::Success)
     }
 
@@ -357,6 +509,15 @@ impl Agent {
             k.public_blob == blob || k.certificate.as_ref().is_some_and(|c| c.as_bytes() == blob)
         })
     }
+}
+
+/// The confirmation prompt, worded as OpenSSH's ssh-agent words it, plus who is asking.
+fn confirm_prompt(key: &AgentKey, requester: &str) -> String {
+    format!(
+        "Allow use of key {}?\nKey fingerprint {}.\nRequested by {requester}.",
+        key.comment,
+        key.fingerprint()
+    )
 }
 
 /// After the TPM refused a PIN: `Ok` to ask again, or the error that ends the request.
@@ -434,22 +595,13 @@ fn with_key(key: &AgentKey, error: Error) -> Error {
     Error::Protocol(format!("key {}: {error}", key.label()))
 }
 
-fn request_name(request: &Request) -> &'static str {
-    match request {
-        Request::AddSmartcardKey(_) | Request::AddSmartcardKeyConstrained(_) => {
-            "add smartcard key (20/26)"
-        }
-        Request::RemoveSmartcardKey(_) => "remove smartcard key (21)",
-        _ => "this",
-    }
-}
-
-/// Accepts clients until `shutdown` completes. Clients of another user are refused.
+/// Accepts clients until `shutdown` completes. Clients of another user are refused. Keys
+/// whose lifetime ends meanwhile are removed on time.
 pub async fn serve(agent: Arc<Agent>, listener: UnixListener, shutdown: impl Future<Output = ()>) {
     let accept = || async { listener.accept().await.map(|(stream, _)| stream) };
-    accept_loop(accept, shutdown, |stream: UnixStream| {
-        match stream.peer_cred() {
-            Ok(cred) if socket::peer_allowed(cred.uid()) => {}
+    let accepting = accept_loop(accept, shutdown, |stream: UnixStream| {
+        let pid = match stream.peer_cred() {
+            Ok(cred) if socket::peer_allowed(cred.uid()) => cred.pid(),
             Ok(cred) => {
                 tracing::warn!(uid = cred.uid(), "refused a client of another user");
                 return;
@@ -458,15 +610,19 @@ pub async fn serve(agent: Arc<Agent>, listener: UnixListener, shutdown: impl Fut
                 tracing::warn!("refused a client whose user is unknown: {e}");
                 return;
             }
-        }
+        };
+        let peer = Peer::new(pid.and_then(|pid| u32::try_from(pid).ok()));
         let agent = Arc::clone(&agent);
         tokio::spawn(async move {
-            if let Err(e) = connection(&agent, stream).await {
+            if let Err(e) = connection(&agent, peer, stream).await {
                 tracing::debug!("client connection ended: {e}");
             }
         });
-    })
-    .await;
+    });
+    tokio::select! {
+        () = accepting => {}
+        () = agent.reap_expired_keys() => {}
+    }
 }
 
 /// Hands each connection `accept` yields to `serve_one` until `shutdown` completes. After a
@@ -529,7 +685,7 @@ impl AcceptFailures {
 }
 
 /// Serves one client: length-prefixed messages, answered in order.
-async fn connection(agent: &Agent, mut stream: UnixStream) -> std::io::Result<()> {
+async fn connection(agent: &Agent, mut peer: Peer, mut stream: UnixStream) -> std::io::Result<()> {
     loop {
         let mut length = [0u8; 4];
         match stream.read_exact(&mut length).await {
@@ -545,10 +701,11 @@ async fn connection(agent: &Agent, mut stream: UnixStream) -> std::io::Result<()
             );
             return Ok(());
         }
-        let mut message = vec![0u8; length];
+        // Wiped after use: ssh-add sends private keys and lock passphrases.
+        let mut message = Zeroizing::new(vec![0u8; length]);
         stream.read_exact(&mut message).await?;
 
-        let body = agent.handle(&message).await;
+        let body = agent.handle(&mut peer, &message).await;
         let mut frame = Vec::with_capacity(4 + body.len());
         frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
         frame.extend_from_slice(&body);

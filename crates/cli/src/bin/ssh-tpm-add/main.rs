@@ -1,7 +1,9 @@
 //! `ssh-tpm-add`: hands TPM key files (and the certificate beside each) to a running
-//! ssh-tpm-agent.
+//! ssh-tpm-agent, optionally with ssh-add's constraints (`-c`, `-t`).
 
-use std::path::{Path, PathBuf};
+mod cli;
+
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -9,18 +11,12 @@ use ssh_key::PublicKey;
 use ssh_tpm::CliError;
 use ssh_tpm_agent_core::cert::CertBlob;
 use ssh_tpm_agent_core::client;
+use ssh_tpm_agent_core::constraint::Constraints;
 use ssh_tpm_agent_core::keyring::sibling;
 use ssh_tpm_agent_core::AgentKey;
 use ssh_tpm_keyfile::TpmKey;
 
-/// Add TPM key files to the agent at $SSH_TPM_AUTH_SOCK (or $SSH_AUTH_SOCK).
-#[derive(Debug, Parser)]
-#[command(name = "ssh-tpm-add", version)]
-struct Args {
-    /// Key files (NAME.tpm); NAME-cert.pub is added with each when present
-    #[arg(required = true, value_name = "FILE")]
-    files: Vec<PathBuf>,
-}
+use cli::Args;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -28,16 +24,20 @@ fn main() -> ExitCode {
         Ok(socket) => socket,
         Err(e) => return ssh_tpm::report("ssh-tpm-add", &e.into()),
     };
+    let constraints = Constraints {
+        lifetime: args.lifetime,
+        confirm: args.confirm,
+    };
     let mut status = ExitCode::SUCCESS;
     for file in &args.files {
-        if let Err(e) = add(&socket, file) {
+        if let Err(e) = add(&socket, file, &constraints) {
             status = ssh_tpm::report("ssh-tpm-add", &e);
         }
     }
     status
 }
 
-fn add(socket: &Path, file: &Path) -> Result<(), CliError> {
+fn add(socket: &Path, file: &Path, constraints: &Constraints) -> Result<(), CliError> {
     let bytes = read_key_file(file)?;
     let mut key = TpmKey::from_bytes(&bytes).map_err(|source| CliError::KeyFile {
         path: file.display().to_string(),
@@ -66,7 +66,7 @@ fn add(socket: &Path, file: &Path) -> Result<(), CliError> {
     // Check here what the agent would check, so the reason shows on this terminal.
     AgentKey::new(key.clone(), certificate.clone())
         .map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
-    client::add_key(socket, &key, certificate.as_ref()).map_err(|e| match e {
+    client::add_key(socket, &key, certificate.as_ref(), constraints).map_err(|e| match e {
         ssh_tpm_agent_core::Error::Protocol(reason) => CliError::Usage(format!(
             "{reason} (agent at {}; OpenSSH's ssh-agent cannot hold TPM keys: point \
              SSH_TPM_AUTH_SOCK at ssh-tpm-agent)",
@@ -77,6 +77,13 @@ fn add(socket: &Path, file: &Path) -> Result<(), CliError> {
     println!("Identity added: {} ({comment})", file.display());
     if certificate.is_some() {
         println!("Certificate added: {}", cert_path.display());
+    }
+    // The lines ssh-add prints for the same options.
+    if let Some(seconds) = constraints.lifetime {
+        println!("Lifetime set to {seconds} seconds");
+    }
+    if constraints.confirm {
+        println!("The user must confirm each use of the key");
     }
     Ok(())
 }

@@ -21,6 +21,11 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub key_dir: Option<PathBuf>,
 
+    /// Stand in front of the agent at SOCKET (repeatable): list its keys with ours, pass it
+    /// requests for its keys, and add keys from ssh-add to the first one given
+    #[arg(short = 'A', value_name = "SOCKET")]
+    pub upstreams: Vec<PathBuf>,
+
     /// Load no keys at start; add them later with ssh-tpm-add
     #[arg(long)]
     pub no_load: bool,

@@ -2,12 +2,13 @@
 
 mod cli;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
 use ssh_tpm::CliError;
+use ssh_tpm_agent_core::upstream::Upstreams;
 use ssh_tpm_agent_core::{server, socket, Agent};
 use ssh_tpm_tpm::TpmService;
 use tokio::signal::unix::{signal, SignalKind};
@@ -40,8 +41,9 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), CliError> {
     let path = socket::resolve(args.socket.as_deref())?;
+    check_upstreams(&path, &args.upstreams)?;
     let tpm = TpmService::start(args.tpm.target()?)?;
-    let agent = Agent::new(tpm, !args.no_cache);
+    let agent = Agent::new(tpm, !args.no_cache).with_upstreams(Upstreams::new(args.upstreams));
     let key_dir = match (args.no_load, args.key_dir) {
         (true, _) => None,
         (false, Some(dir)) => Some(dir),
@@ -96,6 +98,28 @@ fn run(args: Args) -> Result<(), CliError> {
     }
     tracing::info!("stopped");
     served
+}
+
+/// Refuses `-A` sockets that are our own: each request would come back to us, forever.
+/// Sockets that do not answer yet are allowed (the agent may start later), with a warning.
+fn check_upstreams(own: &Path, upstreams: &[PathBuf]) -> Result<(), CliError> {
+    let canonical = |path: &Path| std::fs::canonicalize(path).unwrap_or_else(|_| path.into());
+    for upstream in upstreams {
+        if upstream == own || canonical(upstream) == canonical(own) {
+            return Err(CliError::Usage(format!(
+                "-A {} is this agent's own socket; give the socket of another agent",
+                upstream.display()
+            )));
+        }
+        if std::os::unix::net::UnixStream::connect(upstream).is_err() {
+            tracing::warn!(
+                agent = %upstream.display(),
+                "nothing answers at this -A socket yet; its keys are left out until it does"
+            );
+        }
+        tracing::info!(agent = %upstream.display(), "standing in front of another agent");
+    }
+    Ok(())
 }
 
 /// Loads (or reloads) every key file under `dir`, reporting each one that fails.
