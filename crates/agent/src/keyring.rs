@@ -43,16 +43,10 @@ impl AgentKey {
     pub fn new(key: TpmKey, certificate: Option<CertBlob>) -> Result<Self> {
         let invalid = |reason: String| Error::Protocol(reason);
         match key.key_type {
-            KeyType::Loadable => {}
+            // The TPM layer imports an importable key on its first signature.
+            KeyType::Loadable | KeyType::Importable => {}
             KeyType::Sealed => {
                 return Err(invalid("this file holds TPM-sealed data, not a key".into()))
-            }
-            KeyType::Importable => {
-                return Err(invalid(
-                    "importable keys are not supported yet; convert the key with \
-                     ssh-tpm-keygen on the target machine"
-                        .into(),
-                ))
             }
         }
         let public = ssh_tpm_tpm::decode_public(&key.pubkey)?;
