@@ -45,14 +45,25 @@ fn mib(kib: u64) -> String {
 /// Checks every target of issue 5.
 pub fn targets(r: &Results) -> Vec<Target> {
     let mut out = Vec::new();
-    let mut push = |name: String, measured: String, met: bool| {
-        out.push(Target {
-            name,
-            measured,
-            met,
-        })
-    };
+    warm_path_targets(r, &mut out);
+    no_pin_targets(r, &mut out);
+    pin_targets(r, &mut out);
+    scale_targets(r, &mut out);
+    startup_targets(r, &mut out);
+    hardware_targets(r, &mut out);
+    out
+}
 
+fn push(out: &mut Vec<Target>, name: String, measured: String, met: bool) {
+    out.push(Target {
+        name,
+        measured,
+        met,
+    });
+}
+
+/// One TPM command per warm signature, with and without a PIN.
+fn warm_path_targets(r: &Results, out: &mut Vec<Target>) {
     for pin in [false, true] {
         let rows: Vec<&LatencyRow> = Alg::ALL
             .iter()
@@ -76,12 +87,16 @@ pub fn targets(r: &Results) -> Vec<Target> {
             });
         let kind = if pin { "PIN key" } else { "key without PIN" };
         push(
+            out,
             format!("warm path: one TPM command per signature ({kind})"),
             measured,
             met,
         );
     }
+}
 
+/// Keys without a PIN against the floor and the peer.
+fn no_pin_targets(r: &Results, out: &mut Vec<Target>) {
     for alg in Alg::ALL {
         let (Some(ours), Some(floor), Some(peer)) = (
             r.row(alg, Who::Ours, false),
@@ -93,6 +108,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
         let p50 = ours.serial.summary.p50;
         let vs_floor = ratio(p50, floor.serial.summary.p50);
         push(
+            out,
             format!("{}, no PIN: p50 ≤ 2× floor", alg.short()),
             format!(
                 "{} ms vs floor {} ms = {vs_floor:.2}×",
@@ -104,6 +120,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
         let vs_peer = ratio(p50, peer.serial.summary.p50);
         let floor_vs_peer = ratio(floor.serial.summary.p50, peer.serial.summary.p50);
         push(
+            out,
             format!(
                 "{}, no PIN: p50 ≤ 0.3× ssh-agent + tpm2-pkcs11",
                 alg.short()
@@ -116,7 +133,10 @@ pub fn targets(r: &Results) -> Vec<Target> {
             vs_peer <= 0.3,
         );
     }
+}
 
+/// Keys with a PIN against the peer.
+fn pin_targets(r: &Results, out: &mut Vec<Target>) {
     for alg in Alg::ALL {
         let (Some(ours), Some(peer)) = (r.row(alg, Who::Ours, true), r.row(alg, Who::Pkcs11, true))
         else {
@@ -134,6 +154,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
             )
         });
         push(
+            out,
             format!("{}, PIN: p50 ≤ ssh-agent + tpm2-pkcs11", alg.short()),
             format!(
                 "{} ms vs {} ms = {vs_peer:.2}×{askpass}{layer}",
@@ -143,9 +164,13 @@ pub fn targets(r: &Results) -> Vec<Target> {
             vs_peer <= 1.0,
         );
     }
+}
 
+/// Ten keys in turn and 32 concurrent clients.
+fn scale_targets(r: &Results, out: &mut Vec<Target>) {
     match &r.round_robin {
         Ok(serial) => push(
+            out,
             "10 keys signed in turn (swtpm holds 3 objects): all work".into(),
             format!(
                 "{} signatures, {:.2} TPM commands each ({})",
@@ -156,6 +181,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
             serial.summary.count > 0,
         ),
         Err(e) => push(
+            out,
             "10 keys signed in turn: all work".into(),
             format!("failed: {e}"),
             false,
@@ -173,6 +199,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
         ours_runs.iter().find(|c| c.clients == 32),
     ) {
         push(
+            out,
             format!("32 clients × {}: zero errors", most.per_client),
             format!(
                 "{} errors in {} signatures",
@@ -183,6 +210,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
         );
         let share = most.throughput() / serial.throughput().max(1e-9);
         push(
+            out,
             "32 clients: throughput ≥ 90% of serial".into(),
             format!(
                 "{:.0}/s vs {:.0}/s serial = {:.0}%",
@@ -193,6 +221,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
             share >= 0.9,
         );
         push(
+            out,
             "32 clients: no client starved".into(),
             format!(
                 "client mean latency {}–{} ms (all: {} ms), worst {} ms",
@@ -204,9 +233,13 @@ pub fn targets(r: &Results) -> Vec<Target> {
             !most.starved(),
         );
     }
+}
 
+/// Start-up, listing and memory.
+fn startup_targets(r: &Results, out: &mut Vec<Target>) {
     let s = &r.ours_startup;
     push(
+        out,
         format!("{} key files listed within 100 ms of start", s.keys),
         format!(
             "{} ms; TPM commands at start: {}",
@@ -216,26 +249,33 @@ pub fn targets(r: &Results) -> Vec<Target> {
         s.keys >= 100 && s.time <= LIST_WITHIN,
     );
     push(
+        out,
         "no TPM command needed to list keys".into(),
         format!("{} commands for a list", s.list_counts.commands()),
         s.list_counts.commands() == 0 && s.keys >= 100,
     );
     let m = &r.ours_memory;
     push(
+        out,
         "RSS idle ≤ 12 MiB (100 keys)".into(),
         mib(m.idle_kib),
         m.idle_kib > 0 && m.idle_kib <= RSS_IDLE_KIB,
     );
     push(
+        out,
         "RSS after 10,000 signatures ≤ 16 MiB".into(),
         format!("{} after {} signatures", mib(m.after_kib), m.signatures),
         m.after_kib > 0 && m.after_kib <= RSS_AGED_KIB && m.signatures >= 10_000,
     );
+}
 
+/// Hardware mode.
+fn hardware_targets(r: &Results, out: &mut Vec<Target>) {
     let delay = r.config.hw_delay;
     if let Some(hw) = r.hw_row(Who::Ours, false) {
         let vs = ratio(hw.serial.summary.p50, delay);
         push(
+            out,
             format!(
                 "hardware mode ({} ms/command): p50 ≤ 1.1× one command",
                 delay.as_millis()
@@ -244,7 +284,6 @@ pub fn targets(r: &Results) -> Vec<Target> {
             vs <= 1.1,
         );
     }
-    out
 }
 
 fn latency_line(out: &mut String, label: &str, pin: &str, serial: &Serial, askpass: Option<f64>) {
@@ -279,6 +318,19 @@ const LATENCY_HEADER: &str = "| signer | PIN | p50 ms | p95 ms | max ms | TPM cm
 /// The whole report.
 pub fn markdown(r: &Results, command: &str) -> String {
     let mut out = String::new();
+    header(&mut out, r, command);
+    targets_table(&mut out, r);
+    latency_tables(&mut out, r);
+    cold_table(&mut out, r);
+    concurrency_table(&mut out, r);
+    startup_table(&mut out, r);
+    hardware_table(&mut out, r);
+    where_pin_time_goes(&mut out, r);
+    out
+}
+
+/// The machine, the command that reproduces the run, and how much was measured.
+fn header(out: &mut String, r: &Results, command: &str) {
     let c = &r.config;
     let _ = writeln!(out, "### Machine\n\n| | |\n|---|---|");
     for (what, value) in &r.machine {
@@ -300,7 +352,10 @@ pub fn markdown(r: &Results, command: &str) -> String {
         r.load.0,
         r.load.1
     );
+}
 
+/// Issue 5's targets, met or not.
+fn targets_table(out: &mut String, r: &Results) {
     let _ = writeln!(
         out,
         "### Targets (issue 5)\n\n| target | measured | met |\n|---|---|---|"
@@ -314,7 +369,10 @@ pub fn markdown(r: &Results, command: &str) -> String {
             if t.met { "yes" } else { "**no**" }
         );
     }
+}
 
+/// Per-signature latency, one table per key type.
+fn latency_tables(out: &mut String, r: &Results) {
     let _ = writeln!(
         out,
         "\n### Per-signature latency\n\nOne connection, sequential signatures after one \
@@ -336,40 +394,34 @@ pub fn markdown(r: &Results, command: &str) -> String {
         ] {
             if let Some(row) = r.row(alg, who, pin) {
                 let pin_text = if pin { "yes" } else { "no" };
-                latency_line(
-                    &mut out,
-                    who_label(who, pin),
-                    pin_text,
-                    &row.serial,
-                    row.askpass,
-                );
+                latency_line(out, who_label(who, pin), pin_text, &row.serial, row.askpass);
             }
         }
     }
+}
 
+/// Our agent's cold signatures and the ten keys in turn.
+fn cold_table(out: &mut String, r: &Results) {
     let _ = write!(
         out,
         "\n### Cold signatures (ssh-tpm-agent)\n\n{LATENCY_HEADER}"
     );
     for (what, pin, serial) in &r.cold {
-        latency_line(
-            &mut out,
-            what,
-            if *pin { "yes" } else { "no" },
-            serial,
-            None,
-        );
+        latency_line(out, what, if *pin { "yes" } else { "no" }, serial, None);
     }
     if let Ok(rr) = &r.round_robin {
         latency_line(
-            &mut out,
+            out,
             "10 keys in turn (swtpm: 3 object slots)",
             "no",
             rr,
             None,
         );
     }
+}
 
+/// Throughput and latency with 1, 8 and 32 clients.
+fn concurrency_table(out: &mut String, r: &Results) {
     let _ = writeln!(
         out,
         "\n### Concurrent clients (ECDSA P-256)\n\n| signer | clients | signatures | errors | \
@@ -413,7 +465,10 @@ pub fn markdown(r: &Results, command: &str) -> String {
             );
         }
     }
+}
 
+/// Start-up time, TPM commands at start and per list, and memory.
+fn startup_table(out: &mut String, r: &Results) {
     let _ = writeln!(
         out,
         "\n### Start-up and memory\n\n| agent | keys | spawn → keys listed | TPM commands at start | \
@@ -448,7 +503,10 @@ pub fn markdown(r: &Results, command: &str) -> String {
         mib(m.helper_after_kib),
         m.signatures
     );
+}
 
+/// Hardware mode: every TPM command held back by the configured delay.
+fn hardware_table(out: &mut String, r: &Results) {
     let _ = write!(
         out,
         "\n### Hardware mode: the proxy holds every TPM command for {} ms\n\n{LATENCY_HEADER}",
@@ -456,7 +514,7 @@ pub fn markdown(r: &Results, command: &str) -> String {
     );
     for row in &r.hardware {
         latency_line(
-            &mut out,
+            out,
             who_label(row.who, row.pin),
             if row.pin { "yes" } else { "no" },
             &row.serial,
@@ -464,14 +522,14 @@ pub fn markdown(r: &Results, command: &str) -> String {
         );
     }
     latency_line(
-        &mut out,
+        out,
         "ssh-tpm-agent, first signature after start",
         "no",
         &r.hw_cold,
         None,
     );
     if let Ok(rr) = &r.hw_round_robin {
-        latency_line(&mut out, "ssh-tpm-agent, 10 keys in turn", "no", rr, None);
+        latency_line(out, "ssh-tpm-agent, 10 keys in turn", "no", rr, None);
     }
     let _ = writeln!(
         out,
@@ -480,9 +538,6 @@ pub fn markdown(r: &Results, command: &str) -> String {
         ms(r.hw_startup.time),
         r.hw_startup.counts.breakdown(1)
     );
-
-    where_pin_time_goes(&mut out, r);
-    out
 }
 
 /// The PIN path taken apart: askpass, session crypto in tpm2-tss, and the TPM's share.
