@@ -10,8 +10,8 @@ use std::process::Output;
 
 use ssh_tpm_keyfile::{handle, KeyType, TpmKey};
 use support::{
-    assert_ok, chmod, describe, key_blob, mode, product, run, sign_file, stderr, stdout, tempdir,
-    tool, verify_file, write, write_askpass, Agent, KeyFiles, Swtpm,
+    assert_ok, chmod, describe, key_blob, mode, product, run, run_with_stdin, sign_file, stderr,
+    stdout, tempdir, tool, verify_file, write, write_askpass, Agent, KeyFiles, Swtpm,
 };
 
 /// A TCTI where nothing listens: a command given it fails if it touches the TPM at all.
@@ -19,10 +19,14 @@ const NO_TPM: &str = "swtpm:host=127.0.0.1,port=1";
 
 /// Runs `ssh-tpm-keygen --tcti TPM ARGS...`.
 fn keygen(tpm: &Swtpm, args: &[&str]) -> Output {
-    run(product("ssh-tpm-keygen")
-        .arg("--tcti")
-        .arg(tpm.tcti())
-        .args(args))
+    keygen_answering(tpm, args, "")
+}
+
+/// Runs `ssh-tpm-keygen --tcti TPM ARGS...` with `answers` on stdin.
+fn keygen_answering(tpm: &Swtpm, args: &[&str], answers: &str) -> Output {
+    let mut cmd = product("ssh-tpm-keygen");
+    cmd.arg("--tcti").arg(tpm.tcti()).args(args);
+    run_with_stdin(&mut cmd, answers.as_bytes())
 }
 
 fn path_arg(path: &Path) -> &str {
@@ -126,6 +130,18 @@ fn imports_an_openssh_ecdsa_key() {
         describe(&out)
     );
 
+    // Again: the existing id_ecdsa.tpm is only replaced after a "y".
+    let before = std::fs::read(&imported.tpm).expect("key file");
+    let args = ["--import", path_arg(&original), "-N", ""];
+    let declined = keygen_answering(&tpm, &args, "n\n");
+    assert!(!declined.status.success(), "{}", describe(&declined));
+    assert!(
+        stderr(&declined).contains("was not overwritten"),
+        "{}",
+        describe(&declined)
+    );
+    assert_eq!(std::fs::read(&imported.tpm).expect("key file"), before);
+
     assert_agent_signs(&tpm, keys.path(), &imported, &[]);
 }
 
@@ -208,6 +224,35 @@ fn imports_a_pkcs8_p384_key() {
     assert_imported(&imported, &openssh_public(&original, None), handle::OWNER);
     assert!(imported.public_line().starts_with("ecdsa-sha2-nistp384 "));
     assert!(imported.public_line().ends_with(" p384@example"));
+
+    assert_agent_signs(&tpm, keys.path(), &imported, &[]);
+}
+
+/// A SEC1 P-256 key from `openssl ecparam -genkey`, which writes an `EC PARAMETERS` block
+/// before the key.
+#[test]
+fn imports_a_sec1_key_after_its_parameters_block() {
+    let tpm = Swtpm::start();
+    let keys = tempdir();
+    let original = keys.path().join("sec1.key");
+    openssl(
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-out",
+            path_arg(&original),
+        ],
+        &original,
+    );
+    let text = std::fs::read_to_string(&original).expect("pem");
+    assert!(text.contains("BEGIN EC PARAMETERS") && text.contains("BEGIN EC PRIVATE KEY"));
+
+    let out = keygen(&tpm, &["--import", path_arg(&original), "-N", ""]);
+    assert_ok(&out, "ssh-tpm-keygen --import sec1.key");
+    let imported = KeyFiles::at(keys.path(), "sec1");
+    assert_imported(&imported, &openssh_public(&original, None), handle::OWNER);
 
     assert_agent_signs(&tpm, keys.path(), &imported, &[]);
 }
@@ -416,6 +461,39 @@ fn agent_signs_with_an_importable_key_directly() {
 
     let askpass = write_askpass(dir.path(), "4321");
     assert_agent_signs(&tpm, keys.path(), &key, &askpass_env(&askpass));
+}
+
+/// Without -f, importing an importable file asks before replacing it: "n" leaves it, "y"
+/// turns it into the loadable key (and keeps the .pub, which holds the same key).
+#[test]
+fn importing_an_importable_file_in_place_asks_first() {
+    let tpm = Swtpm::start();
+    let dir = tempdir();
+    let parent = h2_parent_pem(&tpm, dir.path());
+    let keys = tempdir();
+    let original = dir.path().join("id_ecdsa");
+    ssh_keygen(&original, &["-t", "ecdsa", "-N", ""]);
+    let name = keys.path().join("id_ecdsa");
+    let wrapped = wrap(&original, &parent, &["-f", path_arg(&name), "-N", ""]);
+    assert_ok(&wrapped, "ssh-tpm-keygen --wrap");
+    let key = KeyFiles::at(keys.path(), "id_ecdsa");
+    let importable = std::fs::read(&key.tpm).expect("importable key");
+    let pub_before = key.public_line();
+
+    let args = ["--import", path_arg(&key.tpm)];
+    let declined = keygen_answering(&tpm, &args, "n\n");
+    assert!(!declined.status.success(), "{}", describe(&declined));
+    assert!(
+        stderr(&declined).contains("Replace it with the imported key"),
+        "{}",
+        describe(&declined)
+    );
+    assert_eq!(std::fs::read(&key.tpm).expect("key"), importable);
+
+    assert_ok(&keygen_answering(&tpm, &args, "y\n"), "import in place");
+    assert_eq!(key_file(&key.tpm).key_type, KeyType::Loadable);
+    assert_eq!(key.public_line(), pub_before);
+    assert_agent_signs(&tpm, keys.path(), &key, &[]);
 }
 
 /// A key wrapped for one TPM is refused by another, with a message saying why.

@@ -152,11 +152,20 @@ impl ExternalKey {
     }
 }
 
-/// The label of the first PEM block in `text`.
+/// The label of the first PEM block in `text`, passing over the `EC PARAMETERS` block that
+/// `openssl ecparam -genkey` writes before the key.
 fn pem_label(text: &str) -> Option<&str> {
-    let start = text.find("-----BEGIN ")? + "-----BEGIN ".len();
-    let end = start + text[start..].find("-----")?;
-    Some(&text[start..end])
+    const BEGIN: &str = "-----BEGIN ";
+    let mut rest = text;
+    loop {
+        let start = rest.find(BEGIN)? + BEGIN.len();
+        let end = start + rest[start..].find("-----")?;
+        let label = &rest[start..end];
+        if label != "EC PARAMETERS" {
+            return Some(label);
+        }
+        rest = &rest[end..];
+    }
 }
 
 /// The DER contents of the PEM block labelled `label`; text around it (such as the
@@ -390,6 +399,14 @@ mod tests {
         assert_eq!(prime.expose().len(), 128, "padded to half the modulus");
         assert!(rsa_parts(vec![0xC5; 512], &[1, 0, 1], SecretBytes::new(vec![1; 256])).is_err());
         assert!(rsa_parts(n, &[2], SecretBytes::new(vec![1; 128])).is_err());
+    }
+
+    #[test]
+    fn pem_label_passes_over_ec_parameters() {
+        let text = "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n\
+                    -----BEGIN EC PRIVATE KEY-----\nAA==\n-----END EC PRIVATE KEY-----\n";
+        assert_eq!(pem_label(text), Some("EC PRIVATE KEY"));
+        assert_eq!(pem_label("no pem here"), None);
     }
 
     #[test]
