@@ -49,6 +49,8 @@ impl AgentKey {
                 return Err(invalid("this file holds TPM-sealed data, not a key".into()))
             }
         }
+        // A policy the TPM layer cannot run is refused now, not at the first signature.
+        ssh_tpm_tpm::policy::KeyPolicy::of_key(&key)?;
         let public = ssh_tpm_tpm::decode_public(&key.pubkey)?;
         let spec = ssh_tpm_tpm::key_spec(&public)?;
         let public = ssh_tpm_tpm::ssh_public_key(&public)?;

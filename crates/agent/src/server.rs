@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use ssh_agent_lib::proto::extension::QueryResponse;
 use ssh_agent_lib::proto::{Extension, Request, Response};
 use ssh_encoding::{Decode, Encode};
-use ssh_tpm_tpm::{KeySpec, Pin, SignHash, TpmService};
+use ssh_tpm_tpm::{KeySpec, Pin, PinNeed, SignHash, TpmService};
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -323,8 +323,16 @@ impl Agent {
         let data = Arc::new(request.data);
 
         let mut wrong = 0;
+        // A noDA key whose file may wrongly claim a PIN: an empty one costs no
+        // dictionary-attack try, so it goes first (see `ssh_tpm_tpm::PinNeed`).
+        let mut try_empty = ssh_tpm_tpm::pin_need(&key.key) == PinNeed::TryEmptyFirst
+            && self.pins.get(&key.public_blob).is_none();
         loop {
-            let (pin, cached) = self.pin_for(key, wrong).await?;
+            let (pin, cached) = if try_empty {
+                (Pin::empty(), true)
+            } else {
+                self.pin_for(key, wrong).await?
+            };
             let job_key = Arc::clone(key);
             let (job_pin, job_data) = (pin.clone(), Arc::clone(&data));
             let signed = self
@@ -346,6 +354,10 @@ impl Agent {
                         .map_err(|e| with_key(key, e))?;
                     let error = ssh_tpm_tpm::Error::WrongPin { tries_left };
                     tracing::warn!("key {}: {error}; asking again", key.label());
+                }
+                Err(ssh_tpm_tpm::Error::PinRequired) if try_empty => {
+                    tracing::debug!(key = %key.fingerprint(), "no empty PIN; asking");
+                    try_empty = false;
                 }
                 Err(e) => return Err(with_key(key, Error::Tpm(e))),
             }
@@ -374,7 +386,7 @@ impl Agent {
     /// prompt, the TPM is asked whether it accepts PINs at all, so that a user in lockout
     /// is told so instead of typing a PIN that cannot work.
     async fn pin_for(&self, key: &Arc<AgentKey>, wrong: u32) -> Result<(Pin, bool)> {
-        if key.key.empty_auth {
+        if ssh_tpm_tpm::pin_need(&key.key) == PinNeed::None {
             return Ok((Pin::empty(), false));
         }
         if let Some(pin) = self.pins.get(&key.public_blob) {

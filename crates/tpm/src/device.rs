@@ -24,11 +24,12 @@ use tss_esapi::tss2_esys::{TPM2B_DIGEST, TPMT_TK_HASHCHECK};
 use tss_esapi::Context;
 
 use crate::error::{response_kind, Error, Result};
+use crate::policy::{self, pin_need, KeyPolicy, PinNeed};
 use crate::public::{decode_public, key_spec, ssh_signature};
 use crate::secret::Pin;
 use crate::swtpm::EmbeddedSwtpm;
 use crate::target::{check_tcti, device_path, TpmTarget};
-use crate::template::{signing_key, storage_primary, KeySpec};
+use crate::template::{signing_key, storage_primary, storage_primary_rsa, KeySpec};
 
 /// Most keys kept loaded at once; beyond this the least recently used is flushed.
 const MAX_LOADED: usize = 16;
@@ -114,6 +115,8 @@ pub struct Tpm {
     // Field order is drop order: the TPM connection closes before the embedded swtpm stops.
     pub(crate) ctx: Context,
     parents: Vec<(u32, KeyHandle)>,
+    /// RSA-2048 storage primaries, for key files that set rsaParent.
+    rsa_parents: Vec<(u32, KeyHandle)>,
     session: Option<AuthSession>,
     loaded: Vec<LoadedKey>,
     /// Private blobs of importable keys already imported (see [`crate::import`]).
@@ -165,6 +168,7 @@ impl Tpm {
         let tpm = Tpm {
             ctx,
             parents: Vec::new(),
+            rsa_parents: Vec::new(),
             session: None,
             loaded: Vec::new(),
             clock: 0,
@@ -320,18 +324,28 @@ impl Tpm {
                 "this file holds TPM-sealed data, not a key; it cannot sign".into(),
             ));
         }
-        if !key.empty_auth && pin.is_empty() {
+        // A key with a policy signs in a policy session (see `crate::policy`); a policy
+        // this code cannot run is refused before the TPM is asked anything.
+        let policy = KeyPolicy::of_key(key)?;
+        if pin.is_empty() && pin_need(key) == PinNeed::Required {
             return Err(Error::PinRequired);
         }
         let public = decode_public(&key.pubkey)?;
         let spec = key_spec(&public)?;
+        let name_alg = public.name_hashing_algorithm();
         let handle = self.load(key, public)?;
 
-        let session = if key.empty_auth {
-            AuthSession::Password
-        } else {
-            let parent = self.parent(key.parent)?;
-            self.session(parent)?
+        let (session, policy_session) = match &policy {
+            Some(policy) => {
+                let parent = self.key_parent(key)?;
+                let session = policy.start(&mut self.ctx, parent, name_alg)?;
+                (AuthSession::from(session), Some(session))
+            }
+            None if pin.is_empty() => (AuthSession::Password, None),
+            None => {
+                let parent = self.key_parent(key)?;
+                (self.session(parent)?, None)
+            }
         };
         self.ctx
             .tr_set_auth(handle.into(), auth_value(pin)?)
@@ -348,12 +362,48 @@ impl Tpm {
             ctx.sign(handle, digest, scheme, null_ticket()?)
         });
         match signed {
-            Ok(signature) => ssh_signature(spec, hash.ssh(), signature),
+            Ok(signature) => {
+                if let Some(session) = policy_session {
+                    policy::forget(&mut self.ctx, session);
+                }
+                ssh_signature(spec, hash.ssh(), signature)
+            }
             Err(e) => {
-                let error = self.session_failed("signing", e);
+                if let Some(session) = policy_session {
+                    policy::flush(&mut self.ctx, session);
+                }
+                let error = policy::sign_error(key, pin, self.session_failed("signing", e));
                 Err(self.explain_pin_error(error))
             }
         }
+    }
+
+    /// The parent of `key`: the RSA-2048 storage primary of its hierarchy when the file sets
+    /// rsaParent (openssl_tpm2_engine's RSA parents), else [`Tpm::parent`].
+    fn key_parent(&mut self, key: &TpmKey) -> Result<KeyHandle> {
+        if !(key.rsa_parent && handle::is_hierarchy(key.parent)) {
+            return self.parent(key.parent);
+        }
+        if let Some((_, parent)) = self.rsa_parents.iter().find(|(h, _)| *h == key.parent) {
+            return Ok(*parent);
+        }
+        let hierarchy = match key.parent {
+            handle::ENDORSEMENT => Hierarchy::Endorsement,
+            handle::NULL => Hierarchy::Null,
+            handle::PLATFORM => Hierarchy::Platform,
+            _ => Hierarchy::Owner,
+        };
+        let template = storage_primary_rsa()?;
+        let parent = self
+            .with_room(|ctx| {
+                ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
+                    ctx.create_primary(hierarchy, template.clone(), None, None, None, None)
+                })
+                .map(|created| created.key_handle)
+            })
+            .map_err(|e| Error::tss("creating the RSA storage key", e))?;
+        self.rsa_parents.push((key.parent, parent));
+        Ok(parent)
     }
 
     /// The parent key a key file names: the H-2 storage primary of a hierarchy, created
@@ -380,13 +430,14 @@ impl Tpm {
         } else if handle::is_persistent(parent) {
             let persistent = PersistentTpmHandle::new(parent)
                 .map_err(|e| Error::tss("naming the persistent parent", e))?;
-            self.ctx
-                .tr_from_tpm_public(TpmHandle::Persistent(persistent))
-                .map_err(|_| {
-                    Error::Unsupported(format!(
+            // Reading a persistent object takes an object slot for the while.
+            self.with_room(|ctx| ctx.tr_from_tpm_public(TpmHandle::Persistent(persistent)))
+                .map_err(|e| match response_kind(e) {
+                    Some(Tss2ResponseCodeKind::Handle) => Error::Unsupported(format!(
                         "the key's parent {parent:#010x} is not in this TPM; \
                          the key belongs to another TPM or its parent was evicted"
-                    ))
+                    )),
+                    _ => Error::tss("reading the persistent parent", e),
                 })?
                 .into()
         } else {
@@ -458,7 +509,7 @@ impl Tpm {
         if self.loaded.len() >= MAX_LOADED {
             self.flush_least_recent();
         }
-        let parent = self.parent(key.parent)?;
+        let parent = self.key_parent(key)?;
         let private = Private::try_from(tpm2b_contents(&privkey)?.to_vec())
             .map_err(|_| Error::Unsupported("the key's private part is too large".into()))?;
         let handle = self
@@ -487,10 +538,21 @@ impl Tpm {
             match op(&mut self.ctx) {
                 Err(e)
                     if response_kind(e) == Some(Tss2ResponseCodeKind::ObjectMemory)
-                        && self.flush_least_recent() => {}
+                        && (self.flush_least_recent() || self.flush_rsa_parent()) => {}
                 other => return other,
             }
         }
+    }
+
+    /// Flushes an RSA storage primary (made again when needed). Only commands under a
+    /// persistent parent need two free slots, and they use no primary: with both primaries
+    /// loaded and no key left to flush, swtpm's three slots are otherwise too few.
+    fn flush_rsa_parent(&mut self) -> bool {
+        let Some((_, parent)) = self.rsa_parents.pop() else {
+            return false;
+        };
+        let _ = self.ctx.flush_context(parent.into());
+        true
     }
 
     fn flush_least_recent(&mut self) -> bool {
@@ -515,6 +577,9 @@ impl Drop for Tpm {
             if handle::is_hierarchy(parent) {
                 let _ = self.ctx.flush_context(key.into());
             }
+        }
+        for (_, key) in std::mem::take(&mut self.rsa_parents) {
+            let _ = self.ctx.flush_context(key.into());
         }
         self.drop_session();
         if self.embedded.is_some() {

@@ -50,6 +50,33 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(String),
 
+    /// The key's policy uses a command this code does not run (key-file draft, TPMPolicy).
+    #[error(
+        "the key's policy uses {name} (command code {code:#010x}): {what} is not supported, \
+         so the key cannot be used here"
+    )]
+    UnsupportedPolicy {
+        code: u32,
+        name: &'static str,
+        what: String,
+    },
+
+    /// A policy command the key needs failed: the TPM's state does not satisfy it.
+    #[error(
+        "the key is bound to a TPM state this machine is not in: {command} failed (the \
+         selected PCRs no longer hold the values the key was bound to); the key can sign \
+         again only when they do"
+    )]
+    PolicyFailed { command: &'static str },
+
+    /// The policy ran, but its digest is not the key's authPolicy.
+    #[error(
+        "the TPM refused the key's policy (TPM_RC_POLICY_FAIL): the policy in the key file \
+         does not lead to the key's authPolicy, or the PCRs changed since the key was bound \
+         to them"
+    )]
+    PolicyMismatch,
+
     /// The private key to import is encrypted and no passphrase was given.
     #[error("the private key is encrypted; give its passphrase with -P")]
     PassphraseRequired,

@@ -142,6 +142,38 @@ pub fn storage_primary() -> Result<Public> {
         .map_err(|e| Error::tss("building the storage key template", e))
 }
 
+/// The RSA-2048 storage primary that a key file's `rsaParent` TRUE asks for: the H-2
+/// attributes with RSA 2048, exponent 0 (65537), AES-128-CFB, no scheme and an empty unique,
+/// as openssl_tpm2_engine creates it.
+pub fn storage_primary_rsa() -> Result<Public> {
+    let op = "building the RSA storage key template";
+    let attributes = ObjectAttributesBuilder::new()
+        .with_fixed_tpm(true)
+        .with_fixed_parent(true)
+        .with_sensitive_data_origin(true)
+        .with_user_with_auth(true)
+        .with_no_da(true)
+        .with_restricted(true)
+        .with_decrypt(true)
+        .build()
+        .map_err(|e| Error::tss(op, e))?;
+    let parameters = PublicRsaParametersBuilder::new_restricted_decryption_key(
+        SymmetricDefinitionObject::AES_128_CFB,
+        RsaKeyBits::Rsa2048,
+        RsaExponent::default(),
+    )
+    .build()
+    .map_err(|e| Error::tss(op, e))?;
+    PublicBuilder::new()
+        .with_public_algorithm(PublicAlgorithm::Rsa)
+        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+        .with_object_attributes(attributes)
+        .with_rsa_parameters(parameters)
+        .with_rsa_unique_identifier(PublicKeyRsa::default())
+        .build()
+        .map_err(|e| Error::tss(op, e))
+}
+
 /// An unrestricted signing key that can never leave this TPM. Keys without a PIN are
 /// exempt from dictionary-attack counting (noDA): there is no PIN to guess, and a stray
 /// empty authorization must not lock the user's other keys out.

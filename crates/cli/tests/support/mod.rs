@@ -382,7 +382,20 @@ impl Swtpm {
     pub fn start() -> Swtpm {
         let mut last_log = String::new();
         for _ in 0..PORT_ATTEMPTS {
-            match Swtpm::try_start() {
+            match Swtpm::try_start(None) {
+                Ok(tpm) => return tpm,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("swtpm did not start in {PORT_ATTEMPTS} attempts; last output:\n{last_log}");
+    }
+
+    /// Starts a TPM on a copy of the swtpm state in `state` (committed test vectors: keys
+    /// that other tools made in that TPM), so that the original is never changed.
+    pub fn start_with_state(state: &Path) -> Swtpm {
+        let mut last_log = String::new();
+        for _ in 0..PORT_ATTEMPTS {
+            match Swtpm::try_start(Some(state)) {
                 Ok(tpm) => return tpm,
                 Err(log) => last_log = log,
             }
@@ -391,10 +404,17 @@ impl Swtpm {
     }
 
     /// One attempt: `Err` with swtpm's output when it exited, as it does on a taken port.
-    fn try_start() -> Result<Swtpm, String> {
+    fn try_start(from: Option<&Path>) -> Result<Swtpm, String> {
         let dir = tempdir();
         let state = dir.path().join("state");
         fs::create_dir(&state).expect("create swtpm state dir");
+        if let Some(from) = from {
+            for file in fs::read_dir(from).expect("read swtpm state") {
+                let file = file.expect("swtpm state entry").path();
+                let name = file.file_name().expect("state file name");
+                fs::copy(&file, state.join(name)).expect("copy swtpm state");
+            }
+        }
         let port = free_port_pair();
 
         let mut cmd = tool("swtpm");
