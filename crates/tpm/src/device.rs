@@ -122,6 +122,8 @@ pub struct Tpm {
     /// Private blobs of importable keys already imported (see [`crate::import`]).
     pub(crate) imported: crate::import::ImportCache,
     clock: u64,
+    /// How many keys fit in the TPM beside the parents, once the TPM has said so.
+    key_slots: Option<usize>,
     /// Set when the connection failed; the owner should open a new `Tpm`.
     broken: bool,
     embedded: Option<EmbeddedSwtpm>,
@@ -172,6 +174,7 @@ impl Tpm {
             session: None,
             loaded: Vec::new(),
             clock: 0,
+            key_slots: None,
             broken: false,
             imported: Default::default(),
             embedded,
@@ -506,7 +509,7 @@ impl Tpm {
             loaded.last_used = now;
             return Ok(loaded.handle);
         }
-        if self.loaded.len() >= MAX_LOADED {
+        if self.loaded.len() >= self.key_slots.unwrap_or(MAX_LOADED) {
             self.flush_least_recent();
         }
         let parent = self.key_parent(key)?;
@@ -536,9 +539,14 @@ impl Tpm {
     ) -> tss_esapi::Result<T> {
         loop {
             match op(&mut self.ctx) {
-                Err(e)
-                    if response_kind(e) == Some(Tss2ResponseCodeKind::ObjectMemory)
-                        && (self.flush_least_recent() || self.flush_rsa_parent()) => {}
+                Err(e) if response_kind(e) == Some(Tss2ResponseCodeKind::ObjectMemory) => {
+                    // Learn how many keys fit beside the parents, so that the next load
+                    // flushes first instead of paying for a refused command.
+                    self.key_slots = Some(self.loaded.len().max(1));
+                    if !(self.flush_least_recent() || self.flush_rsa_parent()) {
+                        return Err(e);
+                    }
+                }
                 other => return other,
             }
         }
