@@ -98,6 +98,7 @@ mod tests {
         let constraints = Constraints {
             lifetime: Some(2),
             confirm: true,
+            ..Constraints::default()
         };
         let wire = encode(&key, None, &constraints).expect("encodes");
         assert_eq!(wire[0], 17, "the Go tool sends 17 with constraints too");

@@ -44,6 +44,10 @@ pub enum Error {
     #[error("the user did not allow this use of the key (it was added with -c)")]
     NotConfirmed,
 
+    /// A key with destinations (`-h`) asked to do something they do not allow.
+    #[error("its destinations (set with -h) do not allow to {0}")]
+    NotPermitted(String),
+
     /// Another agent (`-A SOCKET`) failed or refused.
     #[error("the agent at {socket}: {reason}")]
     Upstream { socket: PathBuf, reason: String },

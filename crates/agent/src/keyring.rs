@@ -14,7 +14,7 @@ use ssh_tpm_keyfile::{KeyType, TpmKey};
 use ssh_tpm_tpm::KeySpec;
 
 use crate::cert::{key_blob, CertBlob};
-use crate::constraint::Constraints;
+use crate::constraint::{Constraints, Destination};
 use crate::error::{Error, Result};
 
 /// Largest key file read. Real ones are a few KiB (under 16 KiB even with policies); a larger
@@ -35,6 +35,8 @@ pub struct AgentKey {
     pub confirm: bool,
     /// When the key leaves the agent (`ssh-tpm-add -t`).
     pub expires: Option<Instant>,
+    /// The hosts the key may be used for (`ssh-tpm-add -h`); empty means any.
+    pub destinations: Vec<Destination>,
 }
 
 impl AgentKey {
@@ -69,6 +71,7 @@ impl AgentKey {
             certificate,
             confirm: false,
             expires: None,
+            destinations: Vec::new(),
         })
     }
 
@@ -78,6 +81,7 @@ impl AgentKey {
         self.expires = constraints
             .lifetime
             .map(|seconds| now + Duration::from_secs(seconds.into()));
+        self.destinations = constraints.destinations.clone();
     }
 
     /// True once the key's lifetime has run out at `now`.
@@ -87,7 +91,7 @@ impl AgentKey {
 
     /// True when a client set limits on the key.
     pub fn is_constrained(&self) -> bool {
-        self.confirm || self.expires.is_some()
+        self.confirm || self.expires.is_some() || !self.destinations.is_empty()
     }
 
     /// Reads `NAME.tpm`, with `NAME.pub` for the comment and `NAME-cert.pub` when present.
@@ -239,6 +243,7 @@ impl Keyring {
         if let Some(old) = keys.iter().find(|k| k.public == key.public) {
             key.confirm = old.confirm;
             key.expires = old.expires;
+            key.destinations = old.destinations.clone();
         }
         keys.retain(|k| k.public != key.public);
         keys.push(Arc::new(key));
@@ -530,6 +535,7 @@ mod tests {
             &Constraints {
                 lifetime: Some(2),
                 confirm: true,
+                ..Constraints::default()
             },
             now,
         );
@@ -554,8 +560,8 @@ mod tests {
         let mut added = AgentKey::from_file(&dir.join("id.tpm")).expect("loads");
         added.constrain(
             &Constraints {
-                lifetime: None,
                 confirm: true,
+                ..Constraints::default()
             },
             Instant::now(),
         );

@@ -1,8 +1,11 @@
 //! The client at the other end of one connection: its process, as the kernel reported it
 //! (SO_PEERCRED), and the chain of parents above it from `/proc`, so that a confirmation
-//! prompt can say who is asking.
+//! prompt can say who is asking; and the ssh sessions the connection is bound to.
 
 use std::path::Path;
+
+use crate::destination::{self, Binding};
+use crate::error::Result;
 
 /// How many processes a chain names, the client included.
 const CHAIN_LENGTH: usize = 4;
@@ -11,12 +14,36 @@ const CHAIN_LENGTH: usize = 4;
 #[derive(Debug, Default)]
 pub struct Peer {
     pid: Option<u32>,
+    bindings: Vec<Binding>,
+    /// The session-bind requests behind `bindings`, as sent, to repeat to `-A` agents.
+    bind_requests: Vec<Vec<u8>>,
 }
 
 impl Peer {
     /// A connection from process `pid`, when the kernel told it.
     pub fn new(pid: Option<u32>) -> Self {
-        Peer { pid }
+        Peer {
+            pid,
+            ..Peer::default()
+        }
+    }
+
+    /// The sessions this connection is bound to, oldest first.
+    pub fn bindings(&self) -> &[Binding] {
+        &self.bindings
+    }
+
+    /// The session-bind requests that made the bindings, as the client sent them.
+    pub fn bind_requests(&self) -> &[Vec<u8>] {
+        &self.bind_requests
+    }
+
+    /// Records a binding from a session-bind `request` (the whole message).
+    pub fn bind(&mut self, binding: Binding, request: &[u8]) -> Result<()> {
+        if destination::record(&mut self.bindings, binding)? {
+            self.bind_requests.push(request.to_vec());
+        }
+        Ok(())
     }
 
     /// The client process and its parents, e.g.

@@ -20,12 +20,13 @@ use zeroize::Zeroizing;
 
 use crate::addkey;
 use crate::askpass;
+use crate::destination::{self, Binding};
 use crate::error::{Error, Result};
 use crate::keyring::{AgentKey, Keyring};
 use crate::peer::Peer;
 use crate::pincache::PinCache;
 use crate::socket;
-use crate::upstream::Upstreams;
+use crate::upstream::{self, Upstreams};
 
 /// Largest message accepted, as OpenSSH's ssh-agent (AGENT_MAX_LEN, 256 KiB).
 pub const MAX_MESSAGE: usize = 256 * 1024;
@@ -64,7 +65,7 @@ const RSA_SHA2_512: u32 = 0x04;
 /// The extension `query` lists what this agent supports (draft-miller-ssh-agent 3.8.1).
 const QUERY: &str = "query";
 /// Every extension this agent answers.
-pub const EXTENSIONS: [&str; 2] = [QUERY, addkey::EXTENSION];
+pub const EXTENSIONS: [&str; 3] = [QUERY, addkey::EXTENSION, destination::SESSION_BIND];
 
 /// SSH_AGENTC_SIGN_REQUEST (draft-miller-ssh-agent 4.5): the key named by its wire blob.
 struct SignRequest {
@@ -166,7 +167,7 @@ impl Agent {
         // A locked agent lists nothing and does nothing but unlock (PROTOCOL.agent, lock).
         let result = match (self.is_locked(), kind) {
             (true, REQUEST_IDENTITIES) => Ok(vec![IDENTITIES_ANSWER, 0, 0, 0, 0]),
-            (true, UNLOCK) => self.handle_other(message).await,
+            (true, UNLOCK) => self.handle_other(peer, message).await,
             (true, _) => Err(Error::Locked),
             (false, _) => self.dispatch(peer, kind, body, message).await,
         };
@@ -184,20 +185,20 @@ impl Agent {
         message: &[u8],
     ) -> Result<Vec<u8>> {
         match kind {
-            REQUEST_IDENTITIES if body.is_empty() => self.identities().await,
+            REQUEST_IDENTITIES if body.is_empty() => self.identities(peer).await,
             SIGN_REQUEST => {
                 let request = SignRequest::decode(body)
                     .ok_or_else(|| Error::Protocol("malformed sign request".into()))?;
                 self.sign_request(peer, request, message).await
             }
-            REMOVE_IDENTITY => self.remove(body, message).await,
-            REMOVE_ALL_IDENTITIES => self.remove_all(message).await,
-            kind if ADD_ELSEWHERE.contains(&kind) => self.add_elsewhere(kind, message).await,
-            _ => self.handle_other(message).await,
+            REMOVE_IDENTITY => self.remove(peer, body, message).await,
+            REMOVE_ALL_IDENTITIES => self.remove_all(peer, message).await,
+            kind if ADD_ELSEWHERE.contains(&kind) => self.add_elsewhere(peer, kind, message).await,
+            _ => self.handle_other(peer, message).await,
         }
     }
 
-    async fn handle_other(&self, message: &[u8]) -> Result<Vec<u8>> {
+    async fn handle_other(&self, peer: &mut Peer, message: &[u8]) -> Result<Vec<u8>> {
         let request = Request::decode(&mut &message[..]).map_err(|e| {
             Error::Protocol(format!(
                 "unreadable request (type {:?}): {e}",
@@ -208,7 +209,7 @@ impl Agent {
             return Err(Error::Locked);
         }
         let response = match request {
-            Request::Extension(extension) => self.extension(extension)?,
+            Request::Extension(extension) => self.extension(peer, extension, message)?,
             Request::Lock(passphrase) => {
                 let mut lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
                 *lock = Some(passphrase_digest(passphrase));
@@ -263,9 +264,15 @@ impl Agent {
 
     /// SSH_AGENT_IDENTITIES_ANSWER (draft-miller-ssh-agent 4.4): each key, and after it
     /// its certificate when it has one; then the keys of the `-A` agents that we do not
-    /// hold ourselves.
-    async fn identities(&self) -> Result<Vec<u8>> {
-        let keys = self.keyring.keys();
+    /// hold ourselves. Keys whose destinations do not allow this connection's sessions
+    /// are left out.
+    async fn identities(&self, peer: &Peer) -> Result<Vec<u8>> {
+        let keys: Vec<_> = self
+            .keyring
+            .keys()
+            .into_iter()
+            .filter(|key| visible(key, peer))
+            .collect();
         let mut entries: Vec<(&[u8], &[u8])> = Vec::new();
         for key in &keys {
             entries.push((&key.public_blob, key.comment.as_bytes()));
@@ -274,7 +281,7 @@ impl Agent {
             }
         }
         let ours = entries.len();
-        let theirs = self.upstream_identities().await;
+        let theirs = self.upstream_identities(peer).await;
         for listed in &theirs {
             if !entries.iter().any(|(blob, _)| *blob == listed.blob) {
                 entries.push((&listed.blob, &listed.comment));
@@ -305,7 +312,7 @@ impl Agent {
                 let signature = self.sign(peer, &key, request).await?;
                 encode_response(&Response::SignResponse(signature))
             }
-            None => self.sign_elsewhere(&request.key_blob, message).await,
+            None => self.sign_elsewhere(peer, &request.key_blob, message).await,
         }
     }
 
@@ -317,8 +324,9 @@ impl Agent {
     ) -> Result<ssh_key::Signature> {
         let hash = sign_hash(key.spec, request.flags)?;
         tracing::debug!(key = %key.fingerprint(), ?hash, "sign request");
+        let destination = check_destination(peer, key, &request).map_err(|e| with_key(key, e))?;
         if key.confirm {
-            self.confirm_use(peer, key).await?;
+            self.confirm_use(peer, key, destination.as_deref()).await?;
         }
         let data = Arc::new(request.data);
 
@@ -366,9 +374,9 @@ impl Agent {
 
     /// Asks the user to allow this use of a key added with `-c`, naming the key and the
     /// processes asking, as OpenSSH's ssh-agent does. No answer is a refusal.
-    async fn confirm_use(&self, peer: &Peer, key: &AgentKey) -> Result<()> {
+    async fn confirm_use(&self, peer: &Peer, key: &AgentKey, purpose: Option<&str>) -> Result<()> {
         let chain = peer.process_chain();
-        let prompt = confirm_prompt(key, &chain);
+        let prompt = confirm_prompt(key, &chain, purpose);
         match askpass::confirm(&prompt).await {
             Ok(true) => {
                 tracing::debug!(key = %key.fingerprint(), requester = %chain, "use confirmed");
@@ -426,13 +434,17 @@ impl Agent {
 
     /// SSH_AGENTC_REMOVE_IDENTITY (draft-miller-ssh-agent 4.3): `string key blob`. A key we
     /// do not hold is removed from the `-A` agent that has it.
-    async fn remove(&self, mut body: &[u8], message: &[u8]) -> Result<Vec<u8>> {
+    async fn remove(&self, peer: &Peer, mut body: &[u8], message: &[u8]) -> Result<Vec<u8>> {
         let blob = Vec::<u8>::decode(&mut body)
             .ok()
             .filter(|_| body.is_empty())
             .ok_or_else(|| Error::Protocol("malformed remove request".into()))?;
+        // A key this connection may not see, it may not remove (as OpenSSH's ssh-agent).
+        if let Some(key) = self.find(&blob).filter(|key| !visible(key, peer)) {
+            return Err(with_key(&key, Error::NotPermitted("remove it".into())));
+        }
         let Some(removed) = self.keyring.remove(&blob) else {
-            return self.remove_elsewhere(&blob, message).await;
+            return self.remove_elsewhere(peer, &blob, message).await;
         };
         self.pins.forget(&removed.public_blob);
         tracing::info!(key = %removed.label(), "key removed");
@@ -440,11 +452,11 @@ impl Agent {
     }
 
     /// SSH_AGENTC_REMOVE_ALL_IDENTITIES: ours, and those of every `-A` agent.
-    async fn remove_all(&self, message: &[u8]) -> Result<Vec<u8>> {
+    async fn remove_all(&self, peer: &Peer, message: &[u8]) -> Result<Vec<u8>> {
         self.keyring.clear();
         self.pins.clear();
         tracing::info!("all keys removed");
-        self.remove_all_elsewhere(message).await?;
+        self.remove_all_elsewhere(peer, message).await?;
         Ok(vec![SUCCESS])
     }
 
@@ -481,7 +493,7 @@ impl Agent {
             .is_some()
     }
 
-    fn extension(&self, extension: Extension) -> Result<Response> {
+    fn extension(&self, peer: &mut Peer, extension: Extension, message: &[u8]) -> Result<Response> {
         match extension.name.as_str() {
             QUERY => {
                 let extensions = EXTENSIONS.iter().map(|name| name.to_string()).collect();
@@ -489,7 +501,15 @@ impl Agent {
                     .map_err(|e| Error::Protocol(format!("cannot encode the answer: {e}")))?;
                 Ok(Response::ExtensionResponse(answer))
             }
-            addkey::EXTENSION => self.add_tpm_key(extension.details.as_ref()),
+            addkey::EXTENSION => self.add_tpm_key(peer, extension.details.as_ref()),
+            destination::SESSION_BIND => {
+                let binding = Binding::decode_and_verify(extension.details.as_ref())?;
+                let host = upstream::fingerprint(&binding.host_key);
+                let forwarded = binding.forwarded;
+                peer.bind(binding, message)?;
+                tracing::debug!(host_key = %host, forwarded, "session bound");
+                Ok(Response::Success)
+            }
             name => {
                 tracing::debug!(name, "unknown extension");
                 Ok(Response::ExtensionFailure)
@@ -498,9 +518,16 @@ impl Agent {
     }
 
     /// The `tpm-add-key` extension: a key file, its certificate and its constraints.
-    fn add_tpm_key(&self, details: &[u8]) -> Result<Response> {
+    fn add_tpm_key(&self, peer: &Peer, details: &[u8]) -> Result<Response> {
         let request = addkey::decode(details)?;
         let mut key = AgentKey::new(request.key, request.certificate)?;
+        // A key this connection may not see, it may not replace (as OpenSSH's ssh-agent).
+        if let Some(old) = self
+            .find(&key.public_blob)
+            .filter(|old| !visible(old, peer))
+        {
+            return Err(with_key(&old, Error::NotPermitted("replace it".into())));
+        }
         key.constrain(&request.constraints, Instant::now());
         tracing::info!(
             key = %key.label(),
@@ -523,13 +550,56 @@ impl Agent {
     }
 }
 
-/// The confirmation prompt, worded as OpenSSH's ssh-agent words it, plus who is asking.
-fn confirm_prompt(key: &AgentKey, requester: &str) -> String {
+/// The confirmation prompt, worded as OpenSSH's ssh-agent words it, plus what the signature
+/// is for, when known, and who is asking.
+fn confirm_prompt(key: &AgentKey, requester: &str, purpose: Option<&str>) -> String {
+    let purpose = purpose.map(|p| format!("\n{p}")).unwrap_or_default();
     format!(
-        "Allow use of key {}?\nKey fingerprint {}.\nRequested by {requester}.",
+        "Allow use of key {}?\nKey fingerprint {}.{purpose}\nRequested by {requester}.",
         key.comment,
         key.fingerprint()
     )
+}
+
+/// Whether `peer` may see `key`: always, unless the key has destinations that the
+/// connection's sessions do not match.
+fn visible(key: &AgentKey, peer: &Peer) -> bool {
+    destination::permitted(&key.destinations, peer.bindings(), None).is_ok()
+}
+
+/// For a key with destinations, checks that this signature is an ssh user authentication
+/// on the session the connection was bound to last, to a host the key may go to (OpenSSH's
+/// `process_sign_request2`); returns what it is for, for the confirmation prompt.
+fn check_destination(peer: &Peer, key: &AgentKey, request: &SignRequest) -> Result<Option<String>> {
+    if key.destinations.is_empty() {
+        return Ok(None);
+    }
+    let refuse = |why: &str| Err(Error::NotPermitted(why.into()));
+    let Some(last) = peer.bindings().last() else {
+        return refuse("sign on a connection that no ssh session is bound to");
+    };
+    let Some(auth) = destination::parse_userauth(&request.data, &request.key_blob) else {
+        return refuse("sign anything but an ssh user authentication");
+    };
+    let host = destination::permitted(&key.destinations, peer.bindings(), Some(&auth.user))
+        .map_err(|why| Error::NotPermitted(format!("sign here: {why}")))?;
+    if !bool::from(auth.session_id.ct_eq(&last.session_id)) {
+        return refuse("sign for a session other than the one bound last");
+    }
+    match &auth.host_key {
+        None if peer.bindings().len() > 1 => {
+            return refuse("sign a forwarded authentication that names no host key")
+        }
+        Some(host_key) if *host_key != last.host_key => {
+            return refuse("sign for a host key other than the bound one")
+        }
+        _ => {}
+    }
+    let host = host.map(|h| format!(" on {h}")).unwrap_or_default();
+    Ok(Some(format!(
+        "For logging in as user \"{}\"{host}.",
+        auth.user
+    )))
 }
 
 /// After the TPM refused a PIN: `Ok` to ask again, or the error that ends the request.

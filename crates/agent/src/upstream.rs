@@ -28,6 +28,8 @@ pub const USE_TIMEOUT: Duration = Duration::from_secs(120);
 const IDENTITIES_ANSWER: u8 = 12;
 /// The request for it: SSH_AGENTC_REQUEST_IDENTITIES.
 const REQUEST_IDENTITIES: [u8; 1] = [11];
+/// SSH_AGENT_SUCCESS.
+const SUCCESS: u8 = 6;
 
 /// The agents to pass requests to, in the order given.
 #[derive(Debug, Default)]
@@ -60,36 +62,26 @@ impl Upstreams {
 }
 
 /// Sends `message` (without its length) to the agent at `socket` on a new connection, and
-/// returns the body of its answer.
-pub async fn call(socket: &Path, message: &[u8], timeout: Duration) -> Result<Vec<u8>> {
+/// returns the body of its answer. The client's session-bind requests (`binds`) go first, so
+/// that the other agent applies its own destination constraints to the same sessions; an
+/// agent that refuses them (one without that extension) is still asked.
+pub async fn call(
+    socket: &Path,
+    binds: &[Vec<u8>],
+    message: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>> {
     let exchange = async {
         let mut stream = UnixStream::connect(socket)
             .await
             .map_err(|e| failed(socket, format!("cannot connect: {e}")))?;
-        // The message may hold a private key (ssh-add); the copy is wiped after sending.
-        let mut frame = Zeroizing::new(Vec::with_capacity(4 + message.len()));
-        frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
-        frame.extend_from_slice(message);
-        stream
-            .write_all(&frame)
-            .await
-            .map_err(|e| failed(socket, format!("cannot send: {e}")))?;
-
-        let mut length = [0u8; 4];
-        stream
-            .read_exact(&mut length)
-            .await
-            .map_err(|e| failed(socket, format!("no answer: {e}")))?;
-        let length = u32::from_be_bytes(length) as usize;
-        if length == 0 || length > MAX_MESSAGE {
-            return Err(failed(socket, format!("answered with {length} bytes")));
+        for bind in binds {
+            let answer = exchange(socket, &mut stream, bind).await?;
+            if answer != [SUCCESS] {
+                tracing::debug!(agent = %socket.display(), "session-bind not accepted");
+            }
         }
-        let mut answer = vec![0u8; length];
-        stream
-            .read_exact(&mut answer)
-            .await
-            .map_err(|e| failed(socket, format!("truncated answer: {e}")))?;
-        Ok(answer)
+        exchange(socket, &mut stream, message).await
     };
     tokio::time::timeout(timeout, exchange)
         .await
@@ -101,9 +93,37 @@ pub async fn call(socket: &Path, message: &[u8], timeout: Duration) -> Result<Ve
         })
 }
 
-/// The keys of the agent at `socket`.
-pub async fn list(socket: &Path) -> Result<Vec<Listed>> {
-    let answer = call(socket, &REQUEST_IDENTITIES, LIST_TIMEOUT).await?;
+/// One request and its answer on an open connection.
+async fn exchange(socket: &Path, stream: &mut UnixStream, message: &[u8]) -> Result<Vec<u8>> {
+    // The message may hold a private key (ssh-add); the copy is wiped after sending.
+    let mut frame = Zeroizing::new(Vec::with_capacity(4 + message.len()));
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
+    stream
+        .write_all(&frame)
+        .await
+        .map_err(|e| failed(socket, format!("cannot send: {e}")))?;
+
+    let mut length = [0u8; 4];
+    stream
+        .read_exact(&mut length)
+        .await
+        .map_err(|e| failed(socket, format!("no answer: {e}")))?;
+    let length = u32::from_be_bytes(length) as usize;
+    if length == 0 || length > MAX_MESSAGE {
+        return Err(failed(socket, format!("answered with {length} bytes")));
+    }
+    let mut answer = vec![0u8; length];
+    stream
+        .read_exact(&mut answer)
+        .await
+        .map_err(|e| failed(socket, format!("truncated answer: {e}")))?;
+    Ok(answer)
+}
+
+/// The keys of the agent at `socket`, as it shows them to a client bound by `binds`.
+pub async fn list(socket: &Path, binds: &[Vec<u8>]) -> Result<Vec<Listed>> {
+    let answer = call(socket, binds, &REQUEST_IDENTITIES, LIST_TIMEOUT).await?;
     decode_identities(&answer)
         .ok_or_else(|| failed(socket, "answered the key list with something else".into()))
 }
@@ -195,7 +215,7 @@ mod tests {
             "ssh-tpm-upstream-missing-{}.sock",
             std::process::id()
         ));
-        let error = list(&socket).await.expect_err("nothing listens there");
+        let error = list(&socket, &[]).await.expect_err("nothing listens there");
         let text = error.to_string();
         assert!(text.contains(&socket.display().to_string()), "{text}");
         assert!(text.contains("cannot connect"), "{text}");

@@ -289,6 +289,10 @@ fn query_lists_the_supported_extensions() {
         .extensions;
     assert!(names.contains(&"query".to_string()), "{names:?}");
     assert!(names.contains(&"tpm-add-key".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"session-bind@openssh.com".to_string()),
+        "{names:?}"
+    );
 
     let unknown = Request::Extension(Extension {
         name: "no-such-extension@example.com".into(),
@@ -437,4 +441,291 @@ fn plain_key_without_proxy_is_refused_with_a_reason() {
     let log = agent.stderr_once_it_contains("-A SOCKET");
     assert!(log.contains("holds TPM keys only"), "{log}");
     assert!(log.contains("-A SOCKET"), "{log}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Destination constraints (-h) and session binding
+
+/// The host key line (`type base64`) of the sshd on `port`, from ssh-keyscan.
+fn host_key_line(port: u16) -> String {
+    let out = run(tool("ssh-keyscan")
+        .args(["-t", "ed25519", "-p", &port.to_string()])
+        .arg("127.0.0.1"));
+    assert_ok(&out, "ssh-keyscan");
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|line| !line.starts_with('#') && line.contains("ssh-ed25519"))
+        .unwrap_or_else(|| panic!("no host key from ssh-keyscan: {}", describe(&out)));
+    let mut fields = line.split_whitespace().skip(1);
+    match (fields.next(), fields.next()) {
+        (Some(kind), Some(blob)) => format!("{kind} {blob}"),
+        _ => panic!("not a known_hosts line: {line:?}"),
+    }
+}
+
+/// Options for an ssh that knows hosts only from `known_hosts`, under the name `alias`.
+fn ssh_options(known_hosts: &Path, alias: &str, port: u16) -> Vec<String> {
+    [
+        "-F".to_string(),
+        "/dev/null".into(),
+        "-o".into(),
+        format!("UserKnownHostsFile={}", known_hosts.display()),
+        "-o".into(),
+        "StrictHostKeyChecking=yes".into(),
+        "-o".into(),
+        format!("HostKeyAlias={alias}"),
+        "-o".into(),
+        "BatchMode=yes".into(),
+        "-o".into(),
+        "PasswordAuthentication=no".into(),
+        "-o".into(),
+        "ConnectTimeout=10".into(),
+        "-p".into(),
+        port.to_string(),
+    ]
+    .into()
+}
+
+/// Runs `ssh` through the agent at `socket` to the sshd on `port` (known as `alias`), with
+/// the agent forwarded when `forward`, running `command` there.
+fn ssh_via(
+    socket: &Path,
+    known_hosts: &Path,
+    alias: &str,
+    port: u16,
+    forward: bool,
+    command: &str,
+) -> Output {
+    let mut cmd = tool("ssh");
+    cmd.env("SSH_AUTH_SOCK", socket)
+        .args(ssh_options(known_hosts, alias, port))
+        .arg("-o")
+        .arg(format!("IdentityAgent={}", socket.display()))
+        .arg(if forward { "-A" } else { "-a" })
+        .arg(format!("{}@127.0.0.1", support::current_user()))
+        .arg(command);
+    run(&mut cmd)
+}
+
+/// The command that, run on host A with the forwarded agent, logs in to B and says so.
+fn hop_command(known_hosts: &Path, port: u16) -> String {
+    format!(
+        "ssh {} {}@127.0.0.1 echo reached-b",
+        ssh_options(known_hosts, "hostB", port).join(" "),
+        support::current_user()
+    )
+}
+
+/// `ssh-tpm-add -h` keys follow OpenSSH's destination rules, checked against the sessions
+/// ssh binds to the agent: with `-h hostA` the key logs in to A, but neither to B directly
+/// nor to B from A through the forwarded agent; it is listed, but does not sign, on a
+/// connection no session is bound to. Added again with `-h hostA -h 'hostA>hostB'`, the hop
+/// from A to B works, and B directly still does not.
+#[test]
+fn destinations_allow_only_the_listed_hops() {
+    let tpm = Swtpm::start();
+    let keys = tempdir();
+    let (key, _) = keygen(&tpm, keys.path(), "id", &["-N", ""]);
+    let authorized = format!("{}\n", key.public_line());
+    let a = Sshd::start(&authorized, None);
+    let b = Sshd::start(&authorized, None);
+    let work = tempdir();
+    let known_hosts = work.path().join("known_hosts");
+    write(
+        &known_hosts,
+        format!(
+            "hostA {}\nhostB {}\n",
+            host_key_line(a.port()),
+            host_key_line(b.port())
+        ),
+    );
+    let known = known_hosts.to_str().expect("UTF-8 path");
+    let empty = tempdir();
+    let (_socket_dir, agent) = serve(&tpm, empty.path(), &["-d"], &[]);
+    let socket = agent.socket();
+    let hop = hop_command(&known_hosts, b.port());
+
+    let out = tpm_add(socket, &["-h", "hostA", "-H", known], &key);
+    assert_ok(&out, "ssh-tpm-add -h hostA");
+    assert!(
+        stdout(&out).contains("Restricted to destination hostA"),
+        "{}",
+        describe(&out)
+    );
+
+    let direct_a = ssh_via(
+        socket,
+        &known_hosts,
+        "hostA",
+        a.port(),
+        false,
+        "echo reached-a",
+    );
+    assert!(
+        stdout(&direct_a).contains("reached-a"),
+        "login to A: {}\nagent log:\n{}",
+        describe(&direct_a),
+        agent.stderr()
+    );
+    let direct_b = ssh_via(
+        socket,
+        &known_hosts,
+        "hostB",
+        b.port(),
+        false,
+        "echo reached-b",
+    );
+    assert!(
+        !stdout(&direct_b).contains("reached-b"),
+        "logged in to B: {}",
+        describe(&direct_b)
+    );
+    let through_a = ssh_via(socket, &known_hosts, "hostA", a.port(), true, &hop);
+    assert!(
+        !stdout(&through_a).contains("reached-b"),
+        "reached B through A without 'hostA>hostB': {}",
+        describe(&through_a)
+    );
+
+    // Local use: listed, but no signature without a bound session.
+    assert_eq!(listed(socket), [key.blob()]);
+    let (signed, _) = sign_and_verify(socket, &key);
+    assert!(!signed.status.success(), "signed on an unbound connection");
+    let log = agent.stderr_once_it_contains("no ssh session is bound");
+    assert!(log.contains("no ssh session is bound"), "{log}");
+
+    let out = tpm_add(
+        socket,
+        &["-h", "hostA", "-h", "hostA>hostB", "-H", known],
+        &key,
+    );
+    assert_ok(&out, "ssh-tpm-add -h hostA -h hostA>hostB");
+    let through_a = ssh_via(socket, &known_hosts, "hostA", a.port(), true, &hop);
+    assert!(
+        stdout(&through_a).contains("reached-b"),
+        "hop from A to B: {}\nagent log:\n{}",
+        describe(&through_a),
+        agent.stderr()
+    );
+    let direct_b = ssh_via(
+        socket,
+        &known_hosts,
+        "hostB",
+        b.port(),
+        false,
+        "echo reached-b",
+    );
+    assert!(
+        !stdout(&direct_b).contains("reached-b"),
+        "logged in to B: {}",
+        describe(&direct_b)
+    );
+}
+
+/// Reads every message a client sends on one connection to `listener`, answering SUCCESS.
+fn record_requests(listener: std::os::unix::net::UnixListener) -> Vec<Vec<u8>> {
+    let (mut stream, _) = listener.accept().expect("accept ssh-add");
+    let mut messages = Vec::new();
+    loop {
+        let mut length = [0u8; 4];
+        if stream.read_exact(&mut length).is_err() {
+            return messages;
+        }
+        let mut message = vec![0u8; u32::from_be_bytes(length) as usize];
+        stream.read_exact(&mut message).expect("message");
+        messages.push(message);
+        stream.write_all(&[0, 0, 0, 1, 6]).expect("answer");
+    }
+}
+
+/// The destination constraint real `ssh-add -h` sends is read by our decoder as the hops and
+/// host keys it names, and our encoder writes it back byte for byte, so that ssh-tpm-add's
+/// constraints are OpenSSH's.
+#[test]
+fn destination_constraints_match_ssh_add_byte_for_byte() {
+    use ssh_agent_lib::ssh_encoding::Decode as _;
+    use ssh_tpm_agent_core::constraint::Constraints;
+
+    let work = tempdir();
+    let mut host_lines = Vec::new();
+    let mut host_blobs = Vec::new();
+    for name in ["host_a", "host_b"] {
+        let dir = work.path().join(name);
+        std::fs::create_dir(&dir).expect("mkdir");
+        let (_, public) = plain_key(&dir);
+        let key = ssh_key::PublicKey::from_openssh(&public).expect("a public key");
+        let mut blob = Vec::new();
+        key.key_data().encode(&mut blob).expect("encode");
+        host_blobs.push(blob);
+        let (kind, base64) = support::key_blob(&public);
+        host_lines.push(format!("{kind} {base64}"));
+    }
+    let known_hosts = work.path().join("known_hosts");
+    write(
+        &known_hosts,
+        format!("hostA {}\nhostB {}\n", host_lines[0], host_lines[1]),
+    );
+    let (plain, _) = plain_key(work.path());
+
+    let socket = work.path().join("recorder.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    let recorder = std::thread::spawn(move || record_requests(listener));
+    let out = ssh_add(
+        &socket,
+        &[
+            "-h",
+            "hostA",
+            "-h",
+            "hostA>deploy@hostB",
+            "-H",
+            known_hosts.to_str().expect("UTF-8 path"),
+            plain.to_str().expect("UTF-8 path"),
+        ],
+    );
+    assert_ok(&out, "ssh-add -h to the recorder");
+    let messages = recorder.join().expect("recorder thread");
+    let added = messages
+        .iter()
+        .find(|m| m.first() == Some(&25))
+        .unwrap_or_else(|| panic!("no ADD_ID_CONSTRAINED among {} messages", messages.len()));
+
+    // Skip the ed25519 private key (type, public, private, comment) to the constraints.
+    let mut reader = &added[1..];
+    for _ in 0..4 {
+        Vec::<u8>::decode(&mut reader).expect("key field");
+    }
+    let constraints = Constraints::decode(reader).expect("our decoder reads ssh-add's");
+    let blob = |i: usize| host_blobs[i].clone();
+    let hops: Vec<_> = constraints
+        .destinations
+        .iter()
+        .map(|d| {
+            (
+                d.from.hostname.clone(),
+                d.from.keys.clone(),
+                d.to.user.clone(),
+                d.to.hostname.clone(),
+                d.to.keys.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        hops,
+        [
+            (None, vec![], None, Some("hostA".into()), vec![blob(0)]),
+            (
+                Some("hostA".into()),
+                vec![blob(0)],
+                Some("deploy".into()),
+                Some("hostB".into()),
+                vec![blob(1)]
+            ),
+        ]
+    );
+    assert_eq!(
+        constraints.encode(),
+        reader,
+        "our encoding differs from ssh-add's"
+    );
 }

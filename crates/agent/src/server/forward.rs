@@ -1,19 +1,22 @@
 //! Requests for keys this agent does not hold, passed to the agents given with `-A`
 //! (see [`crate::upstream`]): their keys in our list, signatures and removals for their keys,
 //! and plain keys that ssh-add adds. Whatever they answer is what the client gets; when they
-//! cannot be reached the request fails, and the log names the socket.
+//! cannot be reached the request fails, and the log names the socket. The client's
+//! session-bind requests are repeated to them first, so that their destination constraints
+//! see the same sessions ours do.
 
 use super::{Agent, FAILURE, SIGN_RESPONSE, SUCCESS};
 use crate::error::{Error, Result};
+use crate::peer::Peer;
 use crate::upstream::{self, Listed, USE_TIMEOUT};
 
 impl Agent {
     /// The keys of every `-A` agent, in order. An agent that cannot be reached is left out
     /// with a warning, so that it does not hide the keys of the others and ours.
-    pub(super) async fn upstream_identities(&self) -> Vec<Listed> {
+    pub(super) async fn upstream_identities(&self, peer: &Peer) -> Vec<Listed> {
         let mut all = Vec::new();
         for socket in self.upstreams.sockets() {
-            match upstream::list(socket).await {
+            match upstream::list(socket, peer.bind_requests()).await {
                 Ok(keys) => all.extend(keys),
                 Err(e) => tracing::warn!("{e}; listing the other keys without its keys"),
             }
@@ -22,13 +25,19 @@ impl Agent {
     }
 
     /// Passes a sign request to the `-A` agent that lists the key, and returns its answer.
-    pub(super) async fn sign_elsewhere(&self, blob: &[u8], message: &[u8]) -> Result<Vec<u8>> {
+    pub(super) async fn sign_elsewhere(
+        &self,
+        peer: &Peer,
+        blob: &[u8],
+        message: &[u8],
+    ) -> Result<Vec<u8>> {
         let fingerprint = upstream::fingerprint(blob);
+        let binds = peer.bind_requests();
         let mut unreachable = Vec::new();
         for socket in self.upstreams.sockets() {
-            match upstream::list(socket).await {
+            match upstream::list(socket, binds).await {
                 Ok(keys) if keys.iter().any(|k| k.blob == blob) => {
-                    let answer = upstream::call(socket, message, USE_TIMEOUT).await?;
+                    let answer = upstream::call(socket, binds, message, USE_TIMEOUT).await?;
                     if answer.first() != Some(&SIGN_RESPONSE) {
                         return Err(Error::Upstream {
                             socket: socket.clone(),
@@ -46,11 +55,16 @@ impl Agent {
     }
 
     /// Removes a key we do not hold from the `-A` agent that has it.
-    pub(super) async fn remove_elsewhere(&self, blob: &[u8], message: &[u8]) -> Result<Vec<u8>> {
+    pub(super) async fn remove_elsewhere(
+        &self,
+        peer: &Peer,
+        blob: &[u8],
+        message: &[u8],
+    ) -> Result<Vec<u8>> {
         let fingerprint = upstream::fingerprint(blob);
         let mut unreachable = Vec::new();
         for socket in self.upstreams.sockets() {
-            match upstream::call(socket, message, USE_TIMEOUT).await {
+            match upstream::call(socket, peer.bind_requests(), message, USE_TIMEOUT).await {
                 Ok(answer) if answer == [SUCCESS] => {
                     tracing::info!(
                         key = %fingerprint,
@@ -68,10 +82,10 @@ impl Agent {
     }
 
     /// Passes remove-all to every `-A` agent; fails if any of them did not do it.
-    pub(super) async fn remove_all_elsewhere(&self, message: &[u8]) -> Result<()> {
+    pub(super) async fn remove_all_elsewhere(&self, peer: &Peer, message: &[u8]) -> Result<()> {
         let mut failures = Vec::new();
         for socket in self.upstreams.sockets() {
-            match upstream::call(socket, message, USE_TIMEOUT).await {
+            match upstream::call(socket, peer.bind_requests(), message, USE_TIMEOUT).await {
                 Ok(answer) if answer == [SUCCESS] => {
                     tracing::info!(agent = %socket.display(), "all keys removed from another agent")
                 }
@@ -94,7 +108,12 @@ impl Agent {
 
     /// Hands a plain or smartcard key (ADD_IDENTITY and the like) to the first `-A` agent,
     /// and returns its answer; with no `-A`, the request is refused.
-    pub(super) async fn add_elsewhere(&self, kind: u8, message: &[u8]) -> Result<Vec<u8>> {
+    pub(super) async fn add_elsewhere(
+        &self,
+        peer: &Peer,
+        kind: u8,
+        message: &[u8],
+    ) -> Result<Vec<u8>> {
         let Some(socket) = self.upstreams.first() else {
             return Err(Error::Protocol(format!(
                 "{} cannot be held by this agent, which holds TPM keys only; add TPM keys \
@@ -103,7 +122,7 @@ impl Agent {
                 what_is_added(kind)
             )));
         };
-        let answer = upstream::call(socket, message, USE_TIMEOUT).await?;
+        let answer = upstream::call(socket, peer.bind_requests(), message, USE_TIMEOUT).await?;
         if answer != [SUCCESS] {
             let refused = if answer == [FAILURE] {
                 "refused"

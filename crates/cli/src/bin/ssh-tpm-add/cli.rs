@@ -1,4 +1,4 @@
-//! Command line of `ssh-tpm-add`, with ssh-add's `-c` and `-t`.
+//! Command line of `ssh-tpm-add`, with ssh-add's `-c`, `-t`, `-h` and `-H`.
 
 use std::path::PathBuf;
 
@@ -6,8 +6,12 @@ use clap::Parser;
 
 /// Add TPM key files to the agent at $SSH_TPM_AUTH_SOCK (or $SSH_AUTH_SOCK).
 #[derive(Debug, Parser)]
-#[command(name = "ssh-tpm-add", version)]
+#[command(name = "ssh-tpm-add", version, disable_help_flag = true)]
 pub struct Args {
+    /// Print help (-h restricts destinations, as in ssh-add)
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+
     /// Ask for confirmation (through SSH_ASKPASS) before each use of the keys
     #[arg(short = 'c')]
     pub confirm: bool,
@@ -16,6 +20,17 @@ pub struct Args {
     /// (sshd_config(5) TIME FORMATS)
     #[arg(short = 't', value_name = "LIFE", value_parser = parse_lifetime)]
     pub lifetime: Option<u32>,
+
+    /// Use the keys only to log in to DEST, as ssh-add -h (repeatable): HOST, USER@HOST, or
+    /// FROM>[USER@]TO for logins from host FROM through a forwarded agent. Host keys are
+    /// looked up in known_hosts
+    #[arg(short = 'h', value_name = "DEST")]
+    pub destinations: Vec<String>,
+
+    /// known_hosts file for the hosts of -h (repeatable) [default: ~/.ssh/known_hosts,
+    /// ~/.ssh/known_hosts2, /etc/ssh/ssh_known_hosts, /etc/ssh/ssh_known_hosts2]
+    #[arg(short = 'H', value_name = "FILE")]
+    pub known_hosts: Vec<PathBuf>,
 
     /// Key files (NAME.tpm); NAME-cert.pub is added with each when present
     #[arg(required = true, value_name = "FILE")]

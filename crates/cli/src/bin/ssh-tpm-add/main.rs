@@ -1,9 +1,10 @@
 //! `ssh-tpm-add`: hands TPM key files (and the certificate beside each) to a running
-//! ssh-tpm-agent, optionally with ssh-add's constraints (`-c`, `-t`).
+//! ssh-tpm-agent, optionally with ssh-add's constraints (`-c`, `-t`, `-h`).
 
 mod cli;
+mod destination;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -13,6 +14,7 @@ use ssh_tpm_agent_core::cert::CertBlob;
 use ssh_tpm_agent_core::client;
 use ssh_tpm_agent_core::constraint::Constraints;
 use ssh_tpm_agent_core::keyring::sibling;
+use ssh_tpm_agent_core::known_hosts;
 use ssh_tpm_agent_core::AgentKey;
 use ssh_tpm_keyfile::TpmKey;
 
@@ -24,9 +26,9 @@ fn main() -> ExitCode {
         Ok(socket) => socket,
         Err(e) => return ssh_tpm::report("ssh-tpm-add", &e.into()),
     };
-    let constraints = Constraints {
-        lifetime: args.lifetime,
-        confirm: args.confirm,
+    let constraints = match constraints(&args) {
+        Ok(constraints) => constraints,
+        Err(e) => return ssh_tpm::report("ssh-tpm-add", &e),
     };
     let mut status = ExitCode::SUCCESS;
     for file in &args.files {
@@ -35,6 +37,25 @@ fn main() -> ExitCode {
         }
     }
     status
+}
+
+/// The constraints the options ask for; `-h` hosts are looked up in known_hosts now.
+fn constraints(args: &Args) -> Result<Constraints, CliError> {
+    let files = if args.known_hosts.is_empty() {
+        known_hosts::default_files(std::env::var_os("HOME").map(PathBuf::from).as_deref())
+    } else {
+        args.known_hosts.clone()
+    };
+    let destinations = args
+        .destinations
+        .iter()
+        .map(|spec| destination::parse(spec, &files))
+        .collect::<Result<_, _>>()?;
+    Ok(Constraints {
+        lifetime: args.lifetime,
+        confirm: args.confirm,
+        destinations,
+    })
 }
 
 fn add(socket: &Path, file: &Path, constraints: &Constraints) -> Result<(), CliError> {
@@ -84,6 +105,9 @@ fn add(socket: &Path, file: &Path, constraints: &Constraints) -> Result<(), CliE
     }
     if constraints.confirm {
         println!("The user must confirm each use of the key");
+    }
+    for destination in &constraints.destinations {
+        println!("Restricted to destination {}", destination.describe());
     }
     Ok(())
 }
