@@ -390,7 +390,8 @@ fn broken_files_name_the_field_and_offset() {
 
     let agent = Agent::serve(&tpm, &keys, &[]);
     let log = agent.stderr_once_it_contains("corrupt.tpm");
-    let truncated_reason = "key file is truncated: field `privkey` at byte";
+    let truncated_reason = "key file is truncated: field `privkey` at byte 112 needs 131 bytes, \
+                            121 remain";
     let corrupt_reason = "field `pubkey` at byte 22 should be an OCTET STRING but is a UTF8String";
     for (file, reason) in [
         ("truncated.tpm", truncated_reason),
