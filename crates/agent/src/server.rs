@@ -348,7 +348,9 @@ impl Agent {
                 .await?;
             match signed {
                 Ok(signature) => {
-                    self.pins.put(&key.public_blob, pin);
+                    if !cached {
+                        self.pins.put(&key.public_blob, pin);
+                    }
                     tracing::debug!(key = %key.fingerprint(), "signed");
                     return Ok(signature);
                 }
