@@ -23,7 +23,10 @@ fn man_pages_and_completions_cover_every_option() {
             .split(|c: char| c.is_whitespace() || c == ',' || c == '=')
             .filter(|word| word.starts_with("--") && word.len() > 2)
             .collect();
-        assert!(options.contains(&"--help"), "{name} --help lists no options:\n{help}");
+        assert!(
+            options.contains(&"--help"),
+            "{name} --help lists no options:\n{help}"
+        );
         for option in options {
             let option = option.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
             assert!(page.contains(option), "{name}.1 lacks {option}");

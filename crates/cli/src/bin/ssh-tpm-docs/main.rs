@@ -75,7 +75,10 @@ fn write_all(
     write: impl Fn(&clap::Command, &Path) -> std::io::Result<PathBuf>,
 ) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
-    commands().iter().map(|command| write(command, dir)).collect()
+    commands()
+        .iter()
+        .map(|command| write(command, dir))
+        .collect()
 }
 
 #[cfg(test)]
