@@ -160,7 +160,8 @@ fn vectors_made_now_by_the_installed_tools_load_list_and_sign() {
 
 /// Keys bound to PCR 16 sign while it holds its start-up value; once it is extended, the
 /// agent says which policy command failed and why. Both PolicyPCR layouts are covered: the
-/// engine's (with PolicyAuthValue and an RSA parent) and the draft's.
+/// engine's (with PolicyAuthValue and an RSA parent) and the draft's, and PolicyPCR inside a
+/// signed policy.
 #[test]
 fn pcr_bound_keys_stop_signing_when_the_pcr_moves() {
     let tpm = Swtpm::start_with_state(&vectors().join("swtpm-state"));
@@ -169,7 +170,11 @@ fn pcr_bound_keys_stop_signing_when_the_pcr_moves() {
 
     let dir = tempdir();
     let keys = dir.path().join("keys");
-    let names = ["draft-p384-owner-pcr", "engine-p256-rsaparent-pcr-auth"];
+    let names = [
+        "draft-p384-owner-pcr",
+        "engine-p256-rsaparent-pcr-auth",
+        "signed-p256-owner-authpolicy",
+    ];
     copy_vectors(&vectors(), &keys, &names);
     let askpass = write_askpass(dir.path(), VECTOR_PIN);
     let askpass = askpass.to_str().expect("UTF-8 path");
@@ -187,9 +192,16 @@ fn pcr_bound_keys_stop_signing_when_the_pcr_moves() {
             describe(&signed)
         );
     }
-    let log = agent.stderr_once_it_contains("TPM2_PolicyPCR failed");
-    let failures = log.matches("TPM2_PolicyPCR failed").count();
-    assert_eq!(failures, 2, "agent log:\n{log}");
+    poll_until(std::time::Duration::from_secs(5), || {
+        agent.stderr().matches("TPM2_PolicyPCR failed").count() == names.len()
+    });
+    let log = agent.stderr();
+    for name in names {
+        assert!(
+            failure(&log, name).contains("TPM2_PolicyPCR failed"),
+            "{name}: agent log:\n{log}"
+        );
+    }
     assert!(
         log.contains("no longer hold the values the key was bound to"),
         "agent log:\n{log}"
@@ -261,11 +273,35 @@ fn refusals_name_their_cause() {
     assert_eq!(tpm.variable_property("TPM2_PT_LOCKOUT_COUNTER"), 0);
 }
 
-/// The vector `name`, rewritten with `parent`, into `dir`/`file`.tpm with the same .pub.
-fn with_parent(dir: &Path, name: &str, file: &str, parent: u32) {
+/// A signed policy whose signature does not verify: the agent says which command failed.
+#[test]
+fn a_forged_signed_policy_is_named() {
+    let tpm = Swtpm::start_with_state(&vectors().join("swtpm-state"));
+    let dir = tempdir();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).expect("key dir");
+    write_variant(&keys, "signed-p256-owner-authpolicy", "forged", |key| {
+        let signed = &mut key.auth_policy[0].policy;
+        let authorize = signed.last_mut().expect("PolicyAuthorize");
+        let last = authorize.command_policy.last_mut().expect("a signature");
+        *last ^= 0x01;
+    });
+    let agent = Agent::serve(&tpm, &keys, &[]);
+    let message = dir.path().join("message");
+    write(&message, "must not be signed\n");
+    let log = failed_signatures(&agent, &keys, &["forged"], &message);
+    assert!(
+        failure(&log, "forged").contains("TPM2_PolicyAuthorize failed (the authority's signature"),
+        "{log}"
+    );
+}
+
+/// The vector `name`, changed by `edit`, into `dir`/`file`.tpm, with its public key in
+/// `file`.pub under the comment `file`.
+fn write_variant(dir: &Path, name: &str, file: &str, edit: impl FnOnce(&mut TpmKey)) {
     let text = std::fs::read(vectors().join(format!("{name}.tpm"))).expect("read vector");
     let mut key = TpmKey::from_bytes(&text).expect("vector parses");
-    key.parent = parent;
+    edit(&mut key);
     write(&dir.join(format!("{file}.tpm")), key.to_pem());
     let public = KeyFiles::at(&vectors(), name).public_line();
     let (kind, blob) = key_blob(&public);
@@ -273,6 +309,11 @@ fn with_parent(dir: &Path, name: &str, file: &str, parent: u32) {
         &dir.join(format!("{file}.pub")),
         format!("{kind} {blob} {file}\n"),
     );
+}
+
+/// The vector `name`, rewritten with `parent`, into `dir`/`file`.tpm with the same .pub.
+fn with_parent(dir: &Path, name: &str, file: &str, parent: u32) {
+    write_variant(dir, name, file, |key| key.parent = parent);
 }
 
 /// Signs `message` with each key and returns the agent's log once every failure is in it.

@@ -140,6 +140,33 @@ fn draft_layout_puts_the_pcr_digest_first() {
 }
 
 #[test]
+fn signed_layout_has_auth_policy_and_policy_authorize_first() {
+    let key = key("signed-p256-owner-authpolicy");
+    assert!(key.empty_auth && key.description.is_some());
+    assert_eq!(key.policy.len(), 1);
+    assert_eq!(key.policy[0].command_code, 0x16A);
+    // TPM2B_PUBLIC keySign, empty policyRef, then TPM_ALG_NULL: no signature here.
+    assert!(key.policy[0].command_policy.ends_with(&[0, 0, 0x00, 0x10]));
+    assert_eq!(key.auth_policy.len(), 1);
+    assert_eq!(
+        key.auth_policy[0].name.as_deref(),
+        Some("pcr16 at start-up")
+    );
+    let codes: Vec<u32> = key.auth_policy[0]
+        .policy
+        .iter()
+        .map(|p| p.command_code)
+        .collect();
+    assert_eq!(codes, [0x17F, 0x16A]);
+    let der = ssh_tpm_keyfile_der(&bytes("signed-p256-owner-authpolicy"));
+    assert_eq!(
+        key.to_der(),
+        der,
+        "OpenSSL's encoder writes strict DER; so do we"
+    );
+}
+
+#[test]
 fn refused_vectors_parse_to_what_the_agent_refuses() {
     assert_eq!(key("refused-sealed").key_type, KeyType::Sealed);
     let signed = key("refused-authpolicy");

@@ -336,18 +336,27 @@ impl Tpm {
         let public = decode_public(&key.pubkey)?;
         let spec = key_spec(&public)?;
         let name_alg = public.name_hashing_algorithm();
-        let handle = self.load(key, public)?;
 
         let (session, policy_session) = match &policy {
             Some(policy) => {
                 let parent = self.key_parent(key)?;
-                let session = policy.start(&mut self.ctx, parent, name_alg)?;
+                let session = policy.start(self, parent, name_alg)?;
                 (AuthSession::from(session), Some(session))
             }
             None if pin.is_empty() => (AuthSession::Password, None),
             None => {
                 let parent = self.key_parent(key)?;
                 (self.session(parent)?, None)
+            }
+        };
+        // Loaded after the policy ran, whose TPM2_LoadExternal may take a key's slot.
+        let handle = match self.load(key, public) {
+            Ok(handle) => handle,
+            Err(e) => {
+                if let Some(session) = policy_session {
+                    policy::flush(&mut self.ctx, session);
+                }
+                return Err(e);
             }
         };
         self.ctx

@@ -63,11 +63,13 @@ pub enum Error {
 
     /// A policy command the key needs failed: the TPM's state does not satisfy it.
     #[error(
-        "the key is bound to a TPM state this machine is not in: {command} failed (the \
-         selected PCRs no longer hold the values the key was bound to); the key can sign \
-         again only when they do"
+        "the key is bound to a TPM state this machine is not in: {command} failed ({reason}); \
+         the key can sign again only when the policy passes"
     )]
-    PolicyFailed { command: &'static str },
+    PolicyFailed {
+        command: &'static str,
+        reason: &'static str,
+    },
 
     /// The policy ran, but its digest is not the key's authPolicy.
     #[error(

@@ -10,20 +10,29 @@
 //!   session's HMAC, and the session is salted to the parent, so the PIN never crosses the
 //!   bus.
 //!
-//! Any other command, and signed policies (`authPolicy`, TPM2_PolicyAuthorize), are refused
-//! with an error that names the command, before the TPM is asked anything: skipping a step
-//! would only end in the TPM's TPM_RC_POLICY_FAIL, which says nothing about why.
+//! - TPM2_PolicyAuthorize (0x16A), for signed policies (the draft's "Signed Policy
+//!   Specification"): the key's policy starts with PolicyAuthorize naming an authority key,
+//!   and `authPolicy` lists policies that authority signed. They are tried in order; the
+//!   first that passes authorizes the key.
+//!
+//! Any other command is refused with an error that names the command, before the TPM is
+//! asked anything: skipping a step would only end in the TPM's TPM_RC_POLICY_FAIL, which says
+//! nothing about why.
 
+use sha2::Digest as _;
 use ssh_tpm_keyfile::{TpmKey, TpmPolicy};
 use tss_esapi::attributes::SessionAttributesBuilder;
 use tss_esapi::constants::SessionType;
 use tss_esapi::handles::{KeyHandle, ObjectHandle, SessionHandle};
 use tss_esapi::interface_types::algorithm::HashingAlgorithm;
-use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
-use tss_esapi::structures::{Digest, PcrSelectionList, SymmetricDefinition};
+use tss_esapi::interface_types::resource_handles::Hierarchy;
+use tss_esapi::interface_types::session_handles::PolicySession;
+use tss_esapi::structures::{Digest, Nonce, PcrSelectionList, Signature, SymmetricDefinition};
+use tss_esapi::traits::UnMarshall;
 use tss_esapi::tss2_esys::{TPML_PCR_SELECTION, TPMS_PCR_SELECTION};
 use tss_esapi::Context;
 
+use crate::device::Tpm;
 use crate::error::{Error, Result};
 use crate::public::decode_public;
 
@@ -60,10 +69,12 @@ pub enum PinNeed {
 
 /// Whether `key` needs a PIN. See [`PinNeed`].
 pub fn pin_need(key: &TpmKey) -> PinNeed {
+    let signed = key.auth_policy.iter().flat_map(|a| a.policy.iter());
     let checks_auth_value = key.policy.is_empty()
         || key
             .policy
             .iter()
+            .chain(signed)
             .any(|p| matches!(p.command_code, CC_POLICY_AUTH_VALUE | CC_POLICY_PASSWORD));
     if key.empty_auth || !checks_auth_value {
         return PinNeed::None;
@@ -96,11 +107,28 @@ pub enum PolicyStep {
     /// TPM2_PolicyAuthValue (also run for TPM2_PolicyPassword, which the draft allows:
     /// both leave the same policy digest, and this one keeps the PIN off the bus).
     AuthValue,
+    /// TPM2_PolicyAuthorize: the policy digest so far, signed by the authority `key_sign`,
+    /// is replaced by one naming the authority. `key_sign` is a TPM2B_PUBLIC, `signature` a
+    /// TPMT_SIGNATURE over H(approvedPolicy || policyRef) (TPM 2.0 Part 3, 23.16).
+    Authorize {
+        key_sign: Vec<u8>,
+        policy_ref: Vec<u8>,
+        signature: Vec<u8>,
+    },
 }
 
-/// A key's policy, checked and decoded: the steps to run, in order.
+/// One of the signed policies in `authPolicy`; its steps end with PolicyAuthorize.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedPolicy {
+    pub name: Option<String>,
+    pub steps: Vec<PolicyStep>,
+}
+
+/// A key's policy, checked and decoded: the signed policies to try in order (none when the
+/// key has no `authPolicy`), then the steps to run after whichever passes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyPolicy {
+    pub signed: Vec<SignedPolicy>,
     pub steps: Vec<PolicyStep>,
 }
 
@@ -109,39 +137,99 @@ impl KeyPolicy {
     ///
     /// # Errors
     ///
-    /// A signed policy (`authPolicy`), a command this code does not run, or a PolicyPCR
-    /// whose parameters cannot be read; each error names the command code.
+    /// A command this code does not run, parameters that cannot be read, or signed policies
+    /// laid out other than the draft says; each error names the command code.
     pub fn of_key(key: &TpmKey) -> Result<Option<Self>> {
-        if !key.auth_policy.is_empty() {
-            return Err(unsupported(
-                CC_POLICY_AUTHORIZE,
-                "a signed policy (authPolicy)",
-            ));
-        }
-        if key.policy.is_empty() {
+        if key.policy.is_empty() && key.auth_policy.is_empty() {
             return Ok(None);
         }
         let digest_size = decode_public(&key.pubkey)
             .ok()
             .and_then(|p| digest_size(p.name_hashing_algorithm()));
-        let steps = key
-            .policy
+        let decode = |policies: &[TpmPolicy]| {
+            policies
+                .iter()
+                .map(|p| PolicyStep::decode(p, digest_size))
+                .collect::<Result<Vec<_>>>()
+        };
+        if key.auth_policy.is_empty() {
+            return Ok(Some(KeyPolicy {
+                signed: Vec::new(),
+                steps: decode(&key.policy)?,
+            }));
+        }
+
+        // Signed policies: `policy` starts with a PolicyAuthorize whose signature is empty;
+        // it only names the authority, and the signed policies carry the signatures.
+        let rest = match key.policy.split_first() {
+            Some((first, rest)) if first.command_code == CC_POLICY_AUTHORIZE => rest,
+            _ => {
+                return Err(malformed_signed(
+                    "`policy` does not start with TPM2_PolicyAuthorize",
+                ))
+            }
+        };
+        let signed = key
+            .auth_policy
             .iter()
-            .map(|p| PolicyStep::decode(p, digest_size))
+            .map(|auth| {
+                let steps = decode(&auth.policy)?;
+                match steps.last() {
+                    Some(PolicyStep::Authorize { .. }) => Ok(SignedPolicy {
+                        name: auth.name.clone(),
+                        steps,
+                    }),
+                    _ => Err(malformed_signed(
+                        "a policy in `authPolicy` does not end with TPM2_PolicyAuthorize",
+                    )),
+                }
+            })
             .collect::<Result<_>>()?;
-        Ok(Some(KeyPolicy { steps }))
+        Ok(Some(KeyPolicy {
+            signed,
+            steps: decode(rest)?,
+        }))
     }
 
     /// Starts a policy session salted to `salt_key` for a key whose name algorithm is
-    /// `name_alg`, and runs every step in it. The session is not continued: TPM2_Sign
-    /// consumes it. On failure it is flushed here.
+    /// `name_alg`, and runs the policy in it: each signed policy in turn until one passes,
+    /// then the key's own steps. The session is not continued: TPM2_Sign consumes it. On
+    /// failure it is flushed here, and the first signed policy's error is returned (the
+    /// draft asks writers to put the likeliest first).
     pub(crate) fn start(
         &self,
-        ctx: &mut Context,
+        tpm: &mut Tpm,
         salt_key: KeyHandle,
         name_alg: HashingAlgorithm,
     ) -> Result<PolicySession> {
-        let session = ctx
+        if self.signed.is_empty() {
+            return self.attempt(tpm, salt_key, name_alg, &[]);
+        }
+        let mut first_error = None;
+        for signed in &self.signed {
+            match self.attempt(tpm, salt_key, name_alg, &signed.steps) {
+                Ok(session) => return Ok(session),
+                Err(e @ Error::ConnectionLost { .. }) => return Err(e),
+                Err(e) => {
+                    let name = signed.name.as_deref().unwrap_or("(unnamed)");
+                    tracing::debug!(policy = name, "signed policy did not pass: {e}");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.unwrap_or(Error::PolicyMismatch))
+    }
+
+    /// One try: a new session, the `signed` steps, then the key's own steps.
+    fn attempt(
+        &self,
+        tpm: &mut Tpm,
+        salt_key: KeyHandle,
+        name_alg: HashingAlgorithm,
+        signed: &[PolicyStep],
+    ) -> Result<PolicySession> {
+        let session = tpm
+            .ctx
             .start_auth_session(
                 Some(salt_key),
                 None,
@@ -152,36 +240,25 @@ impl KeyPolicy {
             )
             .map_err(|e| Error::tss("starting a policy session", e))?
             .ok_or_else(|| Error::Unsupported("the TPM returned no session".into()))?;
-        let policy_session = PolicySession::try_from(session)
+        let policy = PolicySession::try_from(session)
             .map_err(|e| Error::tss("starting a policy session", e))?;
-        let result = self.run(ctx, session, policy_session);
-        if result.is_err() {
-            flush(ctx, policy_session);
-        }
-        result.map(|()| policy_session)
-    }
-
-    fn run(&self, ctx: &mut Context, session: AuthSession, policy: PolicySession) -> Result<()> {
         let (attributes, mask) = SessionAttributesBuilder::new()
             .with_continue_session(false)
             .build();
-        ctx.tr_sess_set_attributes(session, attributes, mask)
-            .map_err(|e| Error::tss("configuring the policy session", e))?;
-        for step in &self.steps {
-            match step {
-                PolicyStep::Pcr { banks, digest } => {
-                    let selection = pcr_selection_list(banks)?;
-                    let digest = Digest::try_from(digest.clone())
-                        .map_err(|e| Error::tss("reading the key's PCR policy", e))?;
-                    ctx.execute_without_session(|ctx| ctx.policy_pcr(policy, digest, selection))
-                        .map_err(pcr_failed)?;
-                }
-                PolicyStep::AuthValue => ctx
-                    .execute_without_session(|ctx| ctx.policy_auth_value(policy))
-                    .map_err(|e| Error::tss("running TPM2_PolicyAuthValue", e))?,
+        let mut result = tpm
+            .ctx
+            .tr_sess_set_attributes(session, attributes, mask)
+            .map_err(|e| Error::tss("configuring the policy session", e));
+        for step in signed.iter().chain(&self.steps) {
+            if result.is_err() {
+                break;
             }
+            result = step.run(tpm, policy);
         }
-        Ok(())
+        if result.is_err() {
+            flush(&mut tpm.ctx, policy);
+        }
+        result.map(|()| policy)
     }
 }
 
@@ -201,9 +278,147 @@ impl PolicyStep {
                 policy.command_policy.len()
             ))),
             CC_POLICY_PCR => decode_policy_pcr(&policy.command_policy, digest_size),
+            CC_POLICY_AUTHORIZE => decode_policy_authorize(&policy.command_policy),
             other => Err(unsupported(other, "this policy command")),
         }
     }
+
+    /// Runs the step in the policy session `policy`.
+    fn run(&self, tpm: &mut Tpm, policy: PolicySession) -> Result<()> {
+        match self {
+            PolicyStep::Pcr { banks, digest } => {
+                let selection = pcr_selection_list(banks)?;
+                let digest = Digest::try_from(digest.clone())
+                    .map_err(|e| Error::tss("reading the key's PCR policy", e))?;
+                tpm.ctx
+                    .execute_without_session(|ctx| ctx.policy_pcr(policy, digest, selection))
+                    .map_err(pcr_failed)
+            }
+            PolicyStep::AuthValue => tpm
+                .ctx
+                .execute_without_session(|ctx| ctx.policy_auth_value(policy))
+                .map_err(|e| Error::tss("running TPM2_PolicyAuthValue", e)),
+            PolicyStep::Authorize {
+                key_sign,
+                policy_ref,
+                signature,
+            } => authorize(tpm, policy, key_sign, policy_ref, signature),
+        }
+    }
+}
+
+/// TPM2_PolicyAuthorize: takes the session's digest as approvedPolicy, checks the
+/// authority's signature over H(approvedPolicy || policyRef) with TPM2_VerifySignature
+/// (the authority's key loaded with TPM2_LoadExternal under the owner hierarchy, as a ticket
+/// from the null hierarchy would not do), and hands the ticket to PolicyAuthorize.
+fn authorize(
+    tpm: &mut Tpm,
+    policy: PolicySession,
+    key_sign: &[u8],
+    policy_ref: &[u8],
+    signature: &[u8],
+) -> Result<()> {
+    let op = "running TPM2_PolicyAuthorize";
+    let public = decode_public(key_sign)?;
+    let signature = Signature::unmarshall(signature).map_err(|e| Error::tss(op, e))?;
+    let approved = tpm
+        .ctx
+        .execute_without_session(|ctx| ctx.policy_get_digest(policy))
+        .map_err(|e| Error::tss(op, e))?;
+    let a_hash = authorization_hash(&signature, approved.value(), policy_ref)?;
+    let authority = tpm
+        .with_room(|ctx| {
+            ctx.execute_without_session(|ctx| {
+                ctx.load_external_public(public.clone(), Hierarchy::Owner)
+            })
+        })
+        .map_err(|e| Error::tss(op, e))?;
+
+    let ctx = &mut tpm.ctx;
+    let result = ctx.tr_get_name(authority.into()).and_then(|name| {
+        let ticket = ctx.execute_without_session(|ctx| {
+            ctx.verify_signature(authority, a_hash, signature.clone())
+        })?;
+        let policy_ref = Nonce::try_from(policy_ref.to_vec())?;
+        ctx.execute_without_session(|ctx| {
+            ctx.policy_authorize(policy, approved.clone(), policy_ref, &name, ticket)
+        })
+    });
+    let _ = ctx.flush_context(authority.into());
+    result.map_err(|e| {
+        use tss_esapi::constants::response_code::Tss2ResponseCodeKind;
+        match crate::error::response_kind(e) {
+            Some(Tss2ResponseCodeKind::Signature) => Error::PolicyFailed {
+                command: "TPM2_PolicyAuthorize",
+                reason: "the authority's signature is not over the policy this TPM's state \
+                         produced",
+            },
+            _ => Error::tss(op, e),
+        }
+    })
+}
+
+/// aHash = H(approvedPolicy || policyRef), H being the signature's hash.
+fn authorization_hash(signature: &Signature, approved: &[u8], policy_ref: &[u8]) -> Result<Digest> {
+    let hash = match signature {
+        Signature::RsaSsa(s) | Signature::RsaPss(s) => s.hashing_algorithm(),
+        Signature::EcDsa(s) | Signature::EcDaa(s) | Signature::Sm2(s) | Signature::EcSchnorr(s) => {
+            s.hashing_algorithm()
+        }
+        _ => HashingAlgorithm::Null,
+    };
+    let data = [approved, policy_ref].concat();
+    let bytes = match hash {
+        HashingAlgorithm::Sha256 => sha2::Sha256::digest(&data).to_vec(),
+        HashingAlgorithm::Sha384 => sha2::Sha384::digest(&data).to_vec(),
+        HashingAlgorithm::Sha512 => sha2::Sha512::digest(&data).to_vec(),
+        other => {
+            return Err(Error::Unsupported(format!(
+                "the signed policy's signature uses {other:?}; TPM2_PolicyAuthorize \
+                 (command code {CC_POLICY_AUTHORIZE:#010x}) is supported with SHA-256, \
+                 SHA-384 and SHA-512 signatures"
+            )))
+        }
+    };
+    Digest::try_from(bytes).map_err(|e| Error::tss("running TPM2_PolicyAuthorize", e))
+}
+
+/// Decodes PolicyAuthorize's commandPolicy as the draft lays it out: TPM2B_PUBLIC keySign,
+/// TPM2B_DIGEST policyRef, TPMT_SIGNATURE policySignature. The signature may be empty or
+/// TPM_ALG_NULL in the `policy` of a key with signed policies; such a step is never run.
+fn decode_policy_authorize(body: &[u8]) -> Result<PolicyStep> {
+    let malformed = || {
+        Error::Unsupported(format!(
+            "the key's TPM2_PolicyAuthorize (command code {CC_POLICY_AUTHORIZE:#010x}) has \
+             parameters that are not TPM2B_PUBLIC + TPM2B_DIGEST + TPMT_SIGNATURE ({} bytes); \
+             the key file is malformed",
+            body.len()
+        ))
+    };
+    let mut r = Bytes(body);
+    let key_size = usize::from(r.u16().ok_or_else(malformed)?);
+    let key_body = r.take(key_size).ok_or_else(malformed)?;
+    let key_sign = [&(key_size as u16).to_be_bytes()[..], key_body].concat();
+    decode_public(&key_sign).map_err(|_| malformed())?;
+    let ref_size = usize::from(r.u16().ok_or_else(malformed)?);
+    let policy_ref = r.take(ref_size).ok_or_else(malformed)?.to_vec();
+    let signature = r.0.to_vec();
+    if signature.len() > 2 {
+        Signature::unmarshall(&signature).map_err(|_| malformed())?;
+    }
+    Ok(PolicyStep::Authorize {
+        key_sign,
+        policy_ref,
+        signature,
+    })
+}
+
+/// The error for signed policies laid out other than the draft says.
+fn malformed_signed(why: &str) -> Error {
+    Error::Unsupported(format!(
+        "the key's signed policies are malformed: {why} (key-file draft, \"Signed Policy \
+         Specification\"); TPM2_PolicyAuthorize is command code {CC_POLICY_AUTHORIZE:#010x}"
+    ))
 }
 
 /// Decodes PolicyPCR's commandPolicy. Two layouts exist in the wild:
@@ -300,6 +515,7 @@ fn pcr_failed(error: tss_esapi::Error) -> Error {
     match crate::error::response_kind(error) {
         Some(Tss2ResponseCodeKind::Value) => Error::PolicyFailed {
             command: "TPM2_PolicyPCR",
+            reason: "the selected PCRs no longer hold the values the key was bound to",
         },
         _ => Error::tss("running TPM2_PolicyPCR", error),
     }
@@ -505,8 +721,10 @@ mod tests {
 
         let err = KeyPolicy::of_key(&vector("refused-authpolicy")).unwrap_err();
         assert!(
-            err.to_string()
-                .contains("TPM2_PolicyAuthorize (command code 0x0000016a): a signed policy"),
+            err.to_string().contains(
+                "TPM2_PolicyAuthorize (command code 0x0000016a) has parameters that are not \
+                 TPM2B_PUBLIC + TPM2B_DIGEST + TPMT_SIGNATURE"
+            ),
             "{err}"
         );
     }
@@ -528,6 +746,43 @@ mod tests {
             engine.steps[0], draft.steps[0],
             "both layouts, one PolicyPCR"
         );
+
+        // Signed: policy [0] (PolicyAuthorize with a TPM_ALG_NULL signature) only names the
+        // authority; the one signed policy is PolicyPCR, then the signed PolicyAuthorize.
+        let signed = KeyPolicy::of_key(&vector("signed-p256-owner-authpolicy"))
+            .unwrap()
+            .unwrap();
+        assert!(signed.steps.is_empty());
+        assert_eq!(signed.signed.len(), 1);
+        assert_eq!(signed.signed[0].name.as_deref(), Some("pcr16 at start-up"));
+        assert_eq!(signed.signed[0].steps[0], draft.steps[0]);
+        let PolicyStep::Authorize { signature, .. } = &signed.signed[0].steps[1] else {
+            panic!("the signed policy ends with PolicyAuthorize");
+        };
+        assert_eq!(
+            signature[..4],
+            [0x00, 0x14, 0x00, 0x0B],
+            "RSASSA with SHA-256"
+        );
+    }
+
+    #[test]
+    fn signed_policies_must_be_laid_out_as_the_draft_says() {
+        // authPolicy, but policy does not start with PolicyAuthorize.
+        let mut key = vector("signed-p256-owner-authpolicy");
+        key.policy.clear();
+        let err = KeyPolicy::of_key(&key).unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("does not start with TPM2_PolicyAuthorize"));
+
+        // A signed policy that does not end with PolicyAuthorize.
+        let mut key = vector("signed-p256-owner-authpolicy");
+        key.auth_policy[0].policy.pop();
+        let err = KeyPolicy::of_key(&key).unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("does not end with TPM2_PolicyAuthorize"));
     }
 
     #[test]
@@ -551,5 +806,13 @@ mod tests {
             pin_need(&vector("engine-p256-rsaparent-pcr-auth")),
             PinNeed::Required
         );
+        // PolicyAuthValue inside a signed policy counts too.
+        let mut signed = vector("signed-p256-owner-authpolicy");
+        signed.empty_auth = false;
+        assert_eq!(pin_need(&signed), PinNeed::None);
+        signed.auth_policy[0]
+            .policy
+            .insert(0, policy(CC_POLICY_AUTH_VALUE, &[]));
+        assert_eq!(pin_need(&signed), PinNeed::TryEmptyFirst, "the key is noDA");
     }
 }
