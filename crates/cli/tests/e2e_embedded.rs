@@ -185,10 +185,22 @@ fn killed_agents_cost_no_pin_tries_and_other_users_cannot_clear_the_tpm() {
     // stop leaves nothing running on this state.
     let socket = dir.path().join("agent-last.sock");
     let mut agent = Agent::start(&socket, &["--swtpm", "--key-dir", key_dir], &as_refs(&env));
-    assert!(agent.stderr().contains("left behind by a killed process"), "{}", agent.stderr());
-    assert!(agent.terminate().is_some_and(|s| s.success()), "{}", agent.stderr());
+    assert!(
+        agent.stderr().contains("left behind by a killed process"),
+        "{}",
+        agent.stderr()
+    );
+    assert!(
+        agent.terminate().is_some_and(|s| s.success()),
+        "{}",
+        agent.stderr()
+    );
     let leftover = run(tool("pgrep").args(["-f", &format!("dir={}", state.display())]));
-    assert!(!leftover.status.success(), "swtpm still running: {}", stdout(&leftover));
+    assert!(
+        !leftover.status.success(),
+        "swtpm still running: {}",
+        stdout(&leftover)
+    );
 }
 
 #[test]
