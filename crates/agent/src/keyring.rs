@@ -37,6 +37,9 @@ pub struct AgentKey {
     pub expires: Option<Instant>,
     /// The hosts the key may be used for (`ssh-tpm-add -h`); empty means any.
     pub destinations: Vec<Destination>,
+    /// The `*.tpm` file the agent loaded the key from; `None` for keys clients added. A
+    /// reload drops the key when this file is gone or now holds another key.
+    pub source: Option<PathBuf>,
 }
 
 impl AgentKey {
@@ -72,6 +75,7 @@ impl AgentKey {
             confirm: false,
             expires: None,
             destinations: Vec::new(),
+            source: None,
         })
     }
 
@@ -244,6 +248,10 @@ impl Keyring {
             key.confirm = old.confirm;
             key.expires = old.expires;
             key.destinations = old.destinations.clone();
+            if old.source.is_none() {
+                // A client added it: it stays when the file goes.
+                key.source = None;
+            }
         }
         keys.retain(|k| k.public != key.public);
         keys.push(Arc::new(key));
@@ -266,15 +274,18 @@ impl Keyring {
     /// Loads every `*.tpm` under `dir` (recursively), in path order. Files that fail, entries
     /// named `*.tpm` that are not regular files, and files holding a key already loaded from
     /// an earlier file are returned with the reason, so the caller can report each by name;
-    /// the rest are loaded.
+    /// the rest are loaded. Keys loaded earlier from a file that is now gone, or that now
+    /// holds another key, are dropped; a file that exists but fails to load (perhaps half
+    /// written) keeps its key until it loads again or goes away. Keys clients added stay.
     pub fn load_dir(&self, dir: &Path) -> Vec<Error> {
         let mut failures = Vec::new();
         let mut files = Vec::new();
         collect_key_files(dir, &mut files, &mut failures);
         files.sort();
         let mut loaded: Vec<(Vec<u8>, PathBuf)> = Vec::new();
-        for path in files {
-            let key = match AgentKey::from_file(&path) {
+        for path in &files {
+            let path = path.clone();
+            let mut key = match AgentKey::from_file(&path) {
                 Ok(key) => key,
                 Err(e) => {
                     failures.push(e);
@@ -292,10 +303,35 @@ impl Keyring {
                 continue;
             }
             tracing::info!(key = %key.label(), file = %path.display(), "key loaded");
+            key.source = Some(path.clone());
             loaded.push((key.public_blob.clone(), path));
             self.add_loaded(key);
         }
+        self.drop_stale(dir, &files, &loaded);
         failures
+    }
+
+    /// Drops the keys loaded from a file under `dir` that is no longer among `files`, or that
+    /// this reload loaded with another key.
+    fn drop_stale(&self, dir: &Path, files: &[PathBuf], loaded: &[(Vec<u8>, PathBuf)]) {
+        let stale = |key: &AgentKey| {
+            let Some(source) = key.source.as_deref().filter(|s| s.starts_with(dir)) else {
+                return false;
+            };
+            let reloaded_as = loaded.iter().find(|(_, path)| path == source);
+            match reloaded_as {
+                Some((blob, _)) => *blob != key.public_blob,
+                None => !files.iter().any(|path| path == source),
+            }
+        };
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        keys.retain(|key| {
+            let gone = stale(key);
+            if gone {
+                tracing::info!(key = %key.label(), "key file removed; key dropped");
+            }
+            !gone
+        });
     }
 }
 
@@ -575,6 +611,35 @@ mod tests {
         // A key added without constraints replaces one with them, as in ssh-agent.
         keyring.add(AgentKey::from_file(&dir.join("id.tpm")).expect("loads"));
         assert!(!keyring.keys()[0].is_constrained());
+    }
+
+    /// A reload drops the keys whose file went away, but not the ones clients added.
+    #[test]
+    fn reload_drops_keys_whose_file_was_removed() {
+        let dir = TestDir::new();
+        std::fs::write(dir.join("id.tpm"), FIXTURE).expect("write id.tpm");
+        let keyring = Keyring::default();
+        assert!(failures_by_name(&keyring, &dir).is_empty());
+        assert_eq!(
+            keyring.keys()[0].source.as_deref(),
+            Some(&*dir.join("id.tpm"))
+        );
+
+        std::fs::rename(dir.join("id.tpm"), dir.join("moved.tpm")).expect("rename");
+        assert!(failures_by_name(&keyring, &dir).is_empty());
+        assert_eq!(keyring.keys().len(), 1, "the key moved files");
+        std::fs::remove_file(dir.join("moved.tpm")).expect("remove");
+        assert!(failures_by_name(&keyring, &dir).is_empty());
+        assert!(keyring.keys().is_empty(), "the key outlived its file");
+
+        // Added by a client, from a file that later goes: it stays.
+        std::fs::write(dir.join("id.tpm"), FIXTURE).expect("write id.tpm");
+        let added = AgentKey::from_file(&dir.join("id.tpm")).expect("loads");
+        keyring.add(added);
+        assert!(failures_by_name(&keyring, &dir).is_empty());
+        std::fs::remove_file(dir.join("id.tpm")).expect("remove");
+        assert!(failures_by_name(&keyring, &dir).is_empty());
+        assert_eq!(keyring.keys().len(), 1);
     }
 
     #[test]

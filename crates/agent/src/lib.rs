@@ -6,7 +6,8 @@
 //! sessions a connection is bound to by [`destination`]; [`askpass`] asks for PINs and
 //! confirmations; [`upstream`] passes requests on to other agents; [`known_hosts`] finds
 //! host keys for `ssh-tpm-add -h`;
-//! [`addkey`] is the `tpm-add-key` extension that [`client`] uses to add key files.
+//! [`addkey`] is the `tpm-add-key` extension that [`client`] uses to add key files;
+//! [`watch`] notices key files changing under the key directory.
 
 pub mod addkey;
 pub mod askpass;
@@ -22,6 +23,7 @@ mod pincache;
 pub mod server;
 pub mod socket;
 pub mod upstream;
+pub mod watch;
 
 pub use error::{Error, Result};
 pub use keyring::{AgentKey, Keyring};

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use clap::Parser;
 use ssh_tpm::CliError;
 use ssh_tpm_agent_core::upstream::Upstreams;
+use ssh_tpm_agent_core::watch::KeyDirWatch;
 use ssh_tpm_agent_core::{server, socket, Agent};
 use ssh_tpm_tpm::TpmService;
 use tokio::signal::unix::{signal, SignalKind};
@@ -68,6 +69,9 @@ fn run(args: Args) -> Result<(), CliError> {
             signal(SignalKind::interrupt()).map_err(|e| CliError::io("cannot handle SIGINT", e))?;
         let mut hangup =
             signal(SignalKind::hangup()).map_err(|e| CliError::io("cannot handle SIGHUP", e))?;
+        if let Some(dir) = &key_dir {
+            watch_key_dir(Arc::clone(&agent), dir.clone());
+        }
         let reloader = Arc::clone(&agent);
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
@@ -120,6 +124,29 @@ fn check_upstreams(own: &Path, upstreams: &[PathBuf]) -> Result<(), CliError> {
         tracing::info!(agent = %upstream.display(), "standing in front of another agent");
     }
     Ok(())
+}
+
+/// Reloads the keys whenever a key file, public key or certificate under `dir` changes.
+/// Without inotify (or without the directory) the keys are reloaded on SIGHUP only.
+fn watch_key_dir(agent: Arc<Agent>, dir: PathBuf) {
+    let mut watch = match KeyDirWatch::new(&dir) {
+        Ok(watch) => watch,
+        Err(e) => {
+            let dir = dir.display();
+            tracing::warn!(%dir, "not watching for key changes ({e}); send SIGHUP to reload");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = watch.changed().await {
+                tracing::warn!(dir = %dir.display(), "stopped watching for key changes: {e}");
+                return;
+            }
+            tracing::info!(dir = %dir.display(), "key files changed: reloading keys");
+            load_keys(&agent, &dir);
+        }
+    });
 }
 
 /// Loads (or reloads) every key file under `dir`, reporting each one that fails.

@@ -1,0 +1,123 @@
+//! End-to-end tests of the agent as part of the system: it follows its key directory while it
+//! runs, starts from a socket systemd hands it, and serves TPM host keys to sshd.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use rustix::process::Signal;
+use support::{
+    assert_ok, current_user, describe, key_blob, keygen, listed_keys, poll_until, run, ssh_add,
+    stdout, tempdir, tool, Agent, Swtpm,
+};
+
+/// How long the agent may take to notice a change in its key directory.
+const NOTICE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What `ssh-add -L` lists on `socket`, as key type and blob.
+fn listed(socket: &Path) -> BTreeSet<(String, String)> {
+    let out = ssh_add(socket, &["-L"]);
+    if stdout(&out).starts_with("The agent has no identities") {
+        return BTreeSet::new();
+    }
+    listed_keys(&out).into_iter().collect()
+}
+
+/// Waits until the agent lists exactly `expected`; panics with what it lists and its log.
+#[track_caller]
+fn assert_lists_soon(agent: &Agent, expected: &[(String, String)], what: &str) {
+    let expected: BTreeSet<_> = expected.iter().cloned().collect();
+    let reached = poll_until(NOTICE_TIMEOUT, || listed(agent.socket()) == expected);
+    assert!(
+        reached,
+        "{what}: the agent lists\n{:?}\ninstead of\n{expected:?}\nagent log:\n{}",
+        listed(agent.socket()),
+        agent.stderr()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Following the key directory
+
+/// Keys, certificates and removals under --key-dir reach the agent without a signal; SIGHUP
+/// still reloads, and keys a client added stay when their file goes.
+#[test]
+fn agent_follows_key_files_added_changed_and_removed() {
+    let tpm = Swtpm::start();
+    let keys = tempdir();
+    let agent = Agent::serve(&tpm, keys.path(), &[]);
+    assert_lists_soon(&agent, &[], "at start");
+
+    // A new key, in a subdirectory made after the agent started.
+    let sub = keys.path().join("work");
+    fs::create_dir(&sub).expect("create a subdirectory");
+    let (first, _) = keygen(&tpm, &sub, "first", &["-N", ""]);
+    assert_lists_soon(&agent, &[first.blob()], "after ssh-tpm-keygen");
+
+    // Its certificate.
+    let work = tempdir();
+    let ca = work.path().join("ca");
+    let out = run(tool("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "ca", "-f"])
+        .arg(&ca));
+    assert_ok(&out, "ssh-keygen for the CA");
+    let mut sign = tool("ssh-keygen");
+    sign.args(["-q", "-s"])
+        .arg(&ca)
+        .args(["-I", "e2e-cert", "-n", &current_user()])
+        .arg(&first.public);
+    assert_ok(&run(&mut sign), "ssh-keygen -s");
+    let cert = key_blob(&fs::read_to_string(first.cert()).expect("NAME-cert.pub"));
+    assert_lists_soon(
+        &agent,
+        &[first.blob(), cert.clone()],
+        "after the certificate",
+    );
+
+    // The certificate goes, then the key.
+    fs::remove_file(first.cert()).expect("remove the certificate");
+    assert_lists_soon(&agent, &[first.blob()], "after removing the certificate");
+    fs::remove_file(&first.tpm).expect("remove the key file");
+    assert_lists_soon(&agent, &[], "after removing the key file");
+
+    // The same name now holds another key: the old one must not linger.
+    let (second, _) = keygen(&tpm, keys.path(), "second", &["-N", ""]);
+    let second_blob = second.blob();
+    assert_lists_soon(
+        &agent,
+        std::slice::from_ref(&second_blob),
+        "after a second key",
+    );
+    let (other, _) = keygen(&tpm, work.path(), "other", &["-N", "", "-t", "rsa"]);
+    fs::rename(&other.public, &second.public).expect("replace second.pub");
+    fs::rename(&other.tpm, &second.tpm).expect("replace second.tpm");
+    let replaced = second.clone();
+    assert_ne!(replaced.blob(), second_blob);
+    assert_lists_soon(&agent, &[replaced.blob()], "after replacing the key file");
+
+    // SIGHUP reloads too.
+    let mut agent = agent;
+    agent.send(Signal::HUP);
+    let log = agent.stderr_once_it_contains("SIGHUP: reloading keys");
+    assert!(log.contains("SIGHUP: reloading keys"), "{log}");
+    assert_lists_soon(&agent, &[replaced.blob()], "after SIGHUP");
+
+    // A key a client added stays when its file goes.
+    let added = run(support::product("ssh-tpm-add")
+        .env("SSH_TPM_AUTH_SOCK", agent.socket())
+        .arg(&replaced.tpm));
+    assert_ok(&added, "ssh-tpm-add");
+    fs::remove_file(&replaced.tpm).expect("remove the key file");
+    agent.send(Signal::HUP);
+    std::thread::sleep(Duration::from_secs(1));
+    let out = ssh_add(agent.socket(), &["-L"]);
+    assert!(
+        stdout(&out).contains(&replaced.blob().1),
+        "{}\n{}",
+        describe(&out),
+        agent.stderr()
+    );
+}
