@@ -251,7 +251,7 @@ impl Tpm {
 
     /// Adds what the user needs to know to a PIN error: tries left, or when the lockout
     /// ends. Costs one command, and only on that failure path.
-    fn explain_pin_error(&mut self, error: Error) -> Error {
+    pub(crate) fn explain_pin_error(&mut self, error: Error) -> Error {
         match error {
             Error::WrongPin { .. } => Error::WrongPin {
                 tries_left: self.lockout_status().ok().map(|s| s.tries_left()),
@@ -392,7 +392,7 @@ impl Tpm {
 
     /// The parent of `key`: the RSA-2048 storage primary of its hierarchy when the file sets
     /// rsaParent (openssl_tpm2_engine's RSA parents), else [`Tpm::parent`].
-    fn key_parent(&mut self, key: &TpmKey) -> Result<KeyHandle> {
+    pub(crate) fn key_parent(&mut self, key: &TpmKey) -> Result<KeyHandle> {
         if !(key.rsa_parent && handle::is_hierarchy(key.parent)) {
             return self.parent(key.parent);
         }
@@ -505,7 +505,7 @@ impl Tpm {
 
     /// Loads a key (or finds it loaded), flushing the least recently used key when the
     /// TPM has no room left.
-    fn load(&mut self, key: &TpmKey, public: Public) -> Result<KeyHandle> {
+    pub(crate) fn load(&mut self, key: &TpmKey, public: Public) -> Result<KeyHandle> {
         // An importable key is imported on first use; see `crate::import`.
         let privkey = self.loadable_private(key)?;
         self.clock += 1;

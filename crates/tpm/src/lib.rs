@@ -3,6 +3,7 @@
 //!
 //! The library logs nothing above `debug`; the binaries decide what the user sees.
 
+mod change_auth;
 mod device;
 mod error;
 mod external;

@@ -45,9 +45,19 @@ pub struct Args {
     pub import: Option<PathBuf>,
 
     /// Passphrase of the encrypted private key to import or wrap, as ssh-keygen's -P;
-    /// asked on the terminal when the key is encrypted and this is not given
+    /// asked on the terminal when the key is encrypted and this is not given. With -p, the
+    /// key's old PIN
     #[arg(short = 'P', value_name = "PASSPHRASE")]
     pub passphrase: Option<String>,
+
+    /// Change the PIN of the key in -f NAME.tpm, as ssh-keygen -p: the old PIN is -P, the
+    /// new one -N (empty means no PIN); asked on the terminal when not given
+    #[arg(
+        short = 'p',
+        requires = "file",
+        conflicts_with_all = ["import", "wrap", "supported", "key_type", "bits", "comment"]
+    )]
+    pub change_pin: bool,
 
     /// Wrap the private key KEY for another machine's TPM, without using a TPM here: writes
     /// an importable key file (NAME.tpm) that only that TPM can import. Needs --wrap-with

@@ -1,6 +1,7 @@
 //! `ssh-tpm-keygen`: creates an SSH key inside the TPM and writes its key files; imports
 //! existing keys into the TPM and wraps keys for another machine's TPM (see `import`).
 
+mod change_pin;
 mod cli;
 mod import;
 
@@ -17,7 +18,7 @@ use ssh_tpm_tpm::{KeySpec, Pin, Tpm};
 use cli::Args;
 
 /// Longest PIN accepted: a TPM2B_AUTH holds at most a SHA-512 digest's worth of bytes.
-const MAX_PIN_BYTES: usize = 64;
+pub(crate) const MAX_PIN_BYTES: usize = 64;
 
 fn main() -> ExitCode {
     ssh_tpm::quiet_tss();
@@ -34,6 +35,9 @@ fn run(args: Args) -> Result<(), CliError> {
     }
     if let Some(file) = args.import.clone() {
         return import::import(args, &file);
+    }
+    if args.change_pin {
+        return change_pin::change_pin(args);
     }
     let spec = KeySpec::from_type_and_bits(&args.key_type, args.bits)?;
     // A missing TPM is reported before the user is asked anything.
