@@ -1,6 +1,7 @@
 //! The ssh-tpm agent: an ssh-agent whose private keys are TPM objects.
 //!
-//! Layout: [`socket`] decides where the agent listens and who may talk to it; [`server`]
+//! Layout: [`socket`] decides where the agent listens and who may talk to it, unless
+//! systemd passes the socket ([`activation`]); [`server`]
 //! speaks the agent protocol to each [`peer`]; [`keyring`] holds the keys, with their
 //! certificates as [`cert`] blobs and the [`constraint`]s clients set, checked against the
 //! sessions a connection is bound to by [`destination`]; [`askpass`] asks for PINs and
@@ -9,6 +10,7 @@
 //! [`addkey`] is the `tpm-add-key` extension that [`client`] uses to add key files;
 //! [`watch`] notices key files changing under the key directory.
 
+pub mod activation;
 pub mod addkey;
 pub mod askpass;
 pub mod cert;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use rustix::process::Signal;
 use support::{
-    assert_ok, current_user, describe, key_blob, keygen, listed_keys, poll_until, run, ssh_add,
-    stdout, tempdir, tool, Agent, Swtpm,
+    assert_ok, current_user, describe, key_blob, keygen, listed_keys, poll_until, product_path,
+    run, ssh_add, stdout, tempdir, tool, which, Agent, Daemon, Swtpm, START_TIMEOUT,
 };
 
 /// How long the agent may take to notice a change in its key directory.
@@ -120,4 +120,63 @@ fn agent_follows_key_files_added_changed_and_removed() {
         describe(&out),
         agent.stderr()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// systemd socket activation
+
+/// Under `systemd-socket-activate` the agent serves on the socket it is handed, binds none of
+/// its own, and leaves the socket in place when it stops.
+#[test]
+fn agent_serves_the_socket_systemd_passes() {
+    let tpm = Swtpm::start();
+    let keys = tempdir();
+    let (key, _) = keygen(&tpm, keys.path(), "id", &["-N", ""]);
+    let dir = tempdir();
+    let passed = dir.path().join("activated.sock");
+    let own = dir.path().join("own.sock");
+
+    let mut cmd = tool(which(
+        "systemd-socket-activate",
+        "/usr/lib/systemd/systemd-socket-activate",
+    ));
+    cmd.arg("-l")
+        .arg(&passed)
+        .arg(product_path("ssh-tpm-agent"))
+        .arg("-l")
+        .arg(&own)
+        .args(["--tcti", &tpm.tcti(), "--key-dir"])
+        .arg(keys.path());
+    let mut activated = Daemon::spawn("systemd-socket-activate", &mut cmd, dir.path());
+    assert!(
+        poll_until(START_TIMEOUT, || passed.exists()),
+        "{}",
+        activated.stderr()
+    );
+
+    // The first connection starts the agent, which answers on the passed socket.
+    let out = ssh_add(&passed, &["-L"]);
+    assert_ok(&out, &format!("ssh-add -L\n{}", activated.stderr()));
+    assert_eq!(listed_keys(&out), [key.blob()], "{}", activated.stderr());
+    assert!(!own.exists(), "the agent bound -l as well");
+    let log = activated.stderr();
+    assert!(
+        log.contains("listening on the socket systemd passed"),
+        "{log}"
+    );
+
+    let status = activated.stop();
+    assert!(status.success(), "{status}: {}", activated.stderr());
+    assert!(passed.exists(), "the agent removed systemd's socket");
+}
+
+/// Activation variables meant for another process are ignored: the agent binds its own socket.
+#[test]
+fn activation_variables_for_another_process_are_ignored() {
+    let tpm = Swtpm::start();
+    let keys = tempdir();
+    let (key, _) = keygen(&tpm, keys.path(), "id", &["-N", ""]);
+    let env = [("LISTEN_PID", "1"), ("LISTEN_FDS", "1")];
+    let agent = Agent::serve(&tpm, keys.path(), &env);
+    assert_lists_soon(&agent, &[key.blob()], "with LISTEN_PID=1");
 }

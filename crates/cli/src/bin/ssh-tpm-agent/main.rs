@@ -10,7 +10,7 @@ use clap::Parser;
 use ssh_tpm::CliError;
 use ssh_tpm_agent_core::upstream::Upstreams;
 use ssh_tpm_agent_core::watch::KeyDirWatch;
-use ssh_tpm_agent_core::{server, socket, Agent};
+use ssh_tpm_agent_core::{activation, server, socket, Agent};
 use ssh_tpm_tpm::TpmService;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -41,7 +41,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), CliError> {
-    let path = socket::resolve(args.socket.as_deref())?;
+    // Taken before any thread starts: it clears systemd's variables.
+    let activated = activation::listener()?;
+    let path = match activated.as_ref().and_then(activation::socket_path) {
+        Some(path) => path,
+        None => socket::resolve(args.socket.as_deref())?,
+    };
     check_upstreams(&path, &args.upstreams)?;
     let tpm = TpmService::start(args.tpm.target()?)?;
     let agent = Agent::new(tpm, !args.no_cache).with_upstreams(Upstreams::new(args.upstreams));
@@ -54,7 +59,11 @@ fn run(args: Args) -> Result<(), CliError> {
         load_keys(&agent, dir);
     }
 
-    let listener = socket::bind(&path)?;
+    let from_systemd = activated.is_some();
+    let listener = match activated {
+        Some(listener) => listener,
+        None => socket::bind(&path)?,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -84,7 +93,11 @@ fn run(args: Args) -> Result<(), CliError> {
                 }
             }
         });
-        tracing::info!(socket = %path.display(), "listening");
+        if from_systemd {
+            tracing::info!("listening on the socket systemd passed");
+        } else {
+            tracing::info!(socket = %path.display(), "listening");
+        }
         let stop = async {
             tokio::select! {
                 _ = term.recv() => {}
@@ -96,7 +109,10 @@ fn run(args: Args) -> Result<(), CliError> {
     });
     // Connections still open hold the agent; ending the runtime drops them.
     drop(runtime);
-    let _ = std::fs::remove_file(&path);
+    // systemd's socket stays for the next activation.
+    if !from_systemd {
+        let _ = std::fs::remove_file(&path);
+    }
     if let Ok(agent) = Arc::try_unwrap(agent) {
         agent.into_tpm().shutdown();
     }
