@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use rustix::process::Signal;
 use support::{
-    assert_ok, current_user, describe, key_blob, keygen, listed_keys, poll_until, product_path,
-    run, ssh_add, stdout, tempdir, tool, which, Agent, Daemon, Swtpm, START_TIMEOUT,
+    assert_ok, current_user, describe, key_blob, keygen, listed_keys, poll_until, product,
+    product_path, run, ssh_add, stdout, tempdir, tool, which, Agent, Daemon, Swtpm, START_TIMEOUT,
 };
 
 /// How long the agent may take to notice a change in its key directory.
@@ -179,4 +179,68 @@ fn activation_variables_for_another_process_are_ignored() {
     let env = [("LISTEN_PID", "1"), ("LISTEN_FDS", "1")];
     let agent = Agent::serve(&tpm, keys.path(), &env);
     assert_lists_soon(&agent, &[key.blob()], "with LISTEN_PID=1");
+}
+
+/// `--install-user-units` writes a socket and a sandboxed service that systemd accepts, says
+/// what to run next, and replaces them only with `--force`.
+#[test]
+fn install_user_units_writes_units_systemd_accepts() {
+    let config = tempdir();
+    let install = |extra: &[&str]| {
+        run(product("ssh-tpm-agent")
+            .env("XDG_CONFIG_HOME", config.path())
+            .arg("--install-user-units")
+            .args(extra))
+    };
+    let out = install(&[]);
+    assert_ok(&out, "ssh-tpm-agent --install-user-units");
+    assert!(
+        stdout(&out).contains("systemctl --user enable --now ssh-tpm-agent.socket"),
+        "{}",
+        describe(&out)
+    );
+
+    let units = config.path().join("systemd/user");
+    let socket = fs::read_to_string(units.join("ssh-tpm-agent.socket")).expect("socket unit");
+    let service = fs::read_to_string(units.join("ssh-tpm-agent.service")).expect("service unit");
+    assert!(
+        socket.contains("\nListenStream=%t/ssh-tpm-agent.sock\n"),
+        "{socket}"
+    );
+    let exec = format!("\nExecStart={}\n", product_path("ssh-tpm-agent"));
+    for line in [
+        exec.as_str(),
+        "\nProtectSystem=strict\n",
+        "\nNoNewPrivileges=yes\n",
+        "\nProtectHome=read-only\n",
+    ] {
+        assert!(service.contains(line), "{line:?} missing from\n{service}");
+    }
+
+    // systemd reads them without a complaint (it warns on stderr, and exits 0, for unknown
+    // keys).
+    let analyze = which("systemd-analyze", "/usr/bin/systemd-analyze");
+    if analyze.exists() {
+        let out = run(tool(analyze)
+            .arg("verify")
+            .arg(units.join("ssh-tpm-agent.socket"))
+            .arg(units.join("ssh-tpm-agent.service")));
+        assert_ok(&out, "systemd-analyze verify");
+        assert!(
+            support::stderr(&out).trim().is_empty(),
+            "{}",
+            describe(&out)
+        );
+    } else {
+        eprintln!("systemd-analyze is not installed; checked the units' key lines only");
+    }
+
+    let again = install(&[]);
+    assert!(!again.status.success(), "{}", describe(&again));
+    assert!(
+        support::stderr(&again).contains("add --force"),
+        "{}",
+        describe(&again)
+    );
+    assert_ok(&install(&["--force"]), "--install-user-units --force");
 }

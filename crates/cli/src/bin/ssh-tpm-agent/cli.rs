@@ -38,6 +38,15 @@ pub struct Args {
     #[arg(long)]
     pub print_socket: bool,
 
+    /// Write a hardened systemd user socket and service for the agent into
+    /// $XDG_CONFIG_HOME/systemd/user, print what to run next, and exit
+    #[arg(long)]
+    pub install_user_units: bool,
+
+    /// With --install-user-units: replace units that already exist
+    #[arg(long, requires = "install_user_units")]
+    pub force: bool,
+
     /// Log every request (keys are named by fingerprint; PINs never appear)
     #[arg(short = 'd')]
     pub debug: bool,

@@ -1,6 +1,7 @@
 //! `ssh-tpm-agent`: serves TPM keys to OpenSSH over the agent protocol.
 
 mod cli;
+mod units;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,6 +20,12 @@ use cli::Args;
 fn main() -> ExitCode {
     ssh_tpm::quiet_tss();
     let args = Args::parse();
+    if args.install_user_units {
+        return match units::install(args.force) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => ssh_tpm::report("ssh-tpm-agent", &e),
+        };
+    }
     if args.print_socket {
         return match socket::resolve(args.socket.as_deref()) {
             Ok(path) => {
