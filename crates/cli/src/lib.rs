@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod files;
+pub mod owner;
 pub mod prompt;
 pub mod tpm_args;
 

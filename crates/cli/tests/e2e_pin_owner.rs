@@ -1,5 +1,6 @@
 //! End-to-end tests of PINs and the owner hierarchy: `ssh-tpm-keygen -p` changing a key's PIN
-//! in place, checked by the agent signing with the new one. Each test runs its own swtpm.
+//! in place, checked by the agent signing with the new one; a TPM whose owner hierarchy has a
+//! password (`-o`, `SSH_TPM_AGENT_OWNER_PASSWORD`). Each test runs its own swtpm.
 
 mod support;
 
@@ -13,6 +14,9 @@ use support::{
     assert_ok, describe, keygen, mode, product, run, sign_file, stderr, tempdir, verify_file,
     write, write_askpass, Agent, KeyFiles, Swtpm,
 };
+
+/// The variable that holds the owner hierarchy's password.
+const OWNER_PASSWORD_ENV: &str = "SSH_TPM_AGENT_OWNER_PASSWORD";
 
 /// Runs `ssh-tpm-keygen --tcti TPM ARGS...` with the variables `env` set.
 fn keygen_env(tpm: &Swtpm, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -36,28 +40,51 @@ fn key_file(key: &KeyFiles) -> TpmKey {
 /// Starts an agent on `tpm` serving the keys in `dir`, asking `pin` through askpass (or
 /// never asking, for `None`), and signs and verifies a message with `key`.
 fn assert_agent_signs(tpm: &Swtpm, dir: &Path, key: &KeyFiles, pin: Option<&str>) {
+    let log = agent_signs(tpm, dir, key, pin, &[], &[]).unwrap_or_else(|e| panic!("{e}"));
+    drop(log);
+}
+
+/// Starts `ssh-tpm-agent ARGS` with `env` on `tpm`, serving the keys in `dir` and answering
+/// askpass with `askpass_answer` (or never asking, for `None`), and signs a message with
+/// `key`. `Ok` with the agent's log when the signature verifies, else `Err` saying why.
+fn agent_signs(
+    tpm: &Swtpm,
+    dir: &Path,
+    key: &KeyFiles,
+    askpass_answer: Option<&str>,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<String, String> {
     let work = tempdir();
-    let askpass = pin.map(|pin| write_askpass(work.path(), pin));
+    let askpass = askpass_answer.map(|answer| write_askpass(work.path(), answer));
     let askpass_path = askpass.as_ref().map(|p| p.to_str().expect("UTF-8 askpass"));
-    let env: Vec<(&str, &str)> = match askpass_path {
+    let mut all_env: Vec<(&str, &str)> = match askpass_path {
         Some(path) => vec![("SSH_ASKPASS", path), ("SSH_ASKPASS_REQUIRE", "force")],
         None => vec![("SSH_ASKPASS_REQUIRE", "never")],
     };
-    let mut agent = Agent::serve(tpm, dir, &env);
+    all_env.extend_from_slice(env);
+    let tcti = tpm.tcti();
+    let dir = dir.to_str().expect("UTF-8 key dir");
+    let mut all_args = vec!["--tcti", &tcti, "--key-dir", dir];
+    all_args.extend_from_slice(args);
+    let mut agent = Agent::start(&work.path().join("agent.sock"), &all_args, &all_env);
+
     let message = work.path().join("message.txt");
-    write(&message, "signed after a PIN change\n");
+    write(&message, "signed through ssh-tpm-agent\n");
     let signed = sign_file(agent.socket(), &key.public, &message);
-    assert!(
-        signed.status.success(),
-        "signing failed: {}\nagent log:\n{}",
-        describe(&signed),
-        agent.stderr()
-    );
-    assert_ok(
-        &verify_file(work.path(), &key.public_line(), &message),
-        "ssh-keygen -Y verify",
-    );
+    let result = if signed.status.success() {
+        let verified = verify_file(work.path(), &key.public_line(), &message);
+        assert_ok(&verified, "ssh-keygen -Y verify");
+        Ok(agent.stderr())
+    } else {
+        Err(format!(
+            "signing failed: {}\nagent log:\n{}",
+            describe(&signed),
+            agent.stderr()
+        ))
+    };
     agent.stop();
+    result
 }
 
 #[test]
@@ -132,4 +159,77 @@ fn pin_added_to_a_key_made_without_one_warns_about_noda() {
     assert_ok(&out, "-p '' -> 1234");
     assert!(stderr(&out).contains("noDA"), "{}", describe(&out));
     assert_agent_signs(&tpm, keys.path(), &key, Some("1234"));
+}
+
+/// Gives the owner hierarchy of `tpm` the password `password`.
+fn set_owner_password(tpm: &Swtpm, password: &str) {
+    let out = tpm.tpm2("tpm2_changeauth", &["-c", "owner", password]);
+    assert_ok(&out, "tpm2_changeauth -c owner");
+}
+
+#[test]
+fn owner_password_is_needed_named_and_used() {
+    let tpm = Swtpm::start();
+    set_owner_password(&tpm, "NEWPASS");
+    let keys = tempdir();
+    let name = keys.path().join("id_ecdsa");
+    let name = name.to_str().expect("UTF-8 key path");
+
+    // Without the password: the message names both ways to give it, and no PIN.
+    let out = keygen_env(&tpm, &["-f", name, "-N", "1234"], &[]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let text = stderr(&out);
+    assert!(text.contains("-o/--owner-password"), "{text}");
+    assert!(text.contains(OWNER_PASSWORD_ENV), "{text}");
+    assert!(!text.contains("PIN"), "an owner password is no PIN: {text}");
+
+    let out = keygen_env(
+        &tpm,
+        &["-f", name, "-N", "1234"],
+        &[(OWNER_PASSWORD_ENV, "WRONG")],
+    );
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("rejected the owner hierarchy password"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!KeyFiles::at(keys.path(), "id_ecdsa").tpm.exists());
+
+    let out = keygen_env(
+        &tpm,
+        &["-f", name, "-N", "1234"],
+        &[(OWNER_PASSWORD_ENV, "NEWPASS")],
+    );
+    assert_ok(&out, "ssh-tpm-keygen with the owner password");
+    let key = KeyFiles::at(keys.path(), "id_ecdsa");
+
+    // The agent needs it too, to make the storage key; without it the log says so.
+    let failed = agent_signs(&tpm, keys.path(), &key, Some("1234"), &[], &[]);
+    let log = failed.expect_err("signing without the owner password");
+    assert!(log.contains(OWNER_PASSWORD_ENV), "{log}");
+    assert!(!log.contains("wrong PIN"), "{log}");
+
+    let env = [(OWNER_PASSWORD_ENV, "NEWPASS")];
+    agent_signs(&tpm, keys.path(), &key, Some("1234"), &[], &env).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn agent_asks_for_the_owner_password_with_o() {
+    let tpm = Swtpm::start();
+    set_owner_password(&tpm, "NEWPASS");
+    let keys = tempdir();
+    let name = keys.path().join("id_ecdsa");
+    let name = name.to_str().expect("UTF-8 key path");
+    let out = keygen_env(
+        &tpm,
+        &["-f", name, "-N", ""],
+        &[(OWNER_PASSWORD_ENV, "NEWPASS")],
+    );
+    assert_ok(&out, "ssh-tpm-keygen with the owner password");
+    let key = KeyFiles::at(keys.path(), "id_ecdsa");
+
+    // The key has no PIN: askpass is asked for the owner password only.
+    agent_signs(&tpm, keys.path(), &key, Some("NEWPASS"), &["-o"], &[])
+        .unwrap_or_else(|e| panic!("{e}"));
 }

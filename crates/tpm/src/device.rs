@@ -12,7 +12,6 @@ use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
 use tss_esapi::constants::{CapabilityType, PropertyTag, SessionType, StartupType};
 use tss_esapi::handles::{KeyHandle, PersistentTpmHandle, TpmHandle};
 use tss_esapi::interface_types::algorithm::HashingAlgorithm;
-use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::{
     Auth, CapabilityData, Digest, HashScheme, HashcheckTicket, Private, Public, PublicBuffer,
@@ -127,6 +126,8 @@ pub struct Tpm {
     /// Set when the connection failed; the owner should open a new `Tpm`.
     broken: bool,
     embedded: Option<EmbeddedSwtpm>,
+    /// Hierarchy passwords (see [`crate::hierarchy`]).
+    pub(crate) hierarchy_auth: crate::hierarchy::HierarchyAuth,
 }
 
 impl Tpm {
@@ -178,6 +179,7 @@ impl Tpm {
             broken: false,
             imported: Default::default(),
             embedded,
+            hierarchy_auth: Default::default(),
         };
         Ok(tpm)
     }
@@ -399,21 +401,9 @@ impl Tpm {
         if let Some((_, parent)) = self.rsa_parents.iter().find(|(h, _)| *h == key.parent) {
             return Ok(*parent);
         }
-        let hierarchy = match key.parent {
-            handle::ENDORSEMENT => Hierarchy::Endorsement,
-            handle::NULL => Hierarchy::Null,
-            handle::PLATFORM => Hierarchy::Platform,
-            _ => Hierarchy::Owner,
-        };
         let template = storage_primary_rsa()?;
-        let parent = self
-            .with_room(|ctx| {
-                ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
-                    ctx.create_primary(hierarchy, template.clone(), None, None, None, None)
-                })
-                .map(|created| created.key_handle)
-            })
-            .map_err(|e| Error::tss("creating the RSA storage key", e))?;
+        let parent =
+            self.create_primary_in(key.parent, &template, "creating the RSA storage key")?;
         self.rsa_parents.push((key.parent, parent));
         Ok(parent)
     }
@@ -425,20 +415,8 @@ impl Tpm {
             return Ok(*key);
         }
         let key = if handle::is_hierarchy(parent) {
-            let hierarchy = match parent {
-                handle::ENDORSEMENT => Hierarchy::Endorsement,
-                handle::NULL => Hierarchy::Null,
-                handle::PLATFORM => Hierarchy::Platform,
-                _ => Hierarchy::Owner,
-            };
             let template = storage_primary()?;
-            self.with_room(|ctx| {
-                ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
-                    ctx.create_primary(hierarchy, template.clone(), None, None, None, None)
-                })
-                .map(|created| created.key_handle)
-            })
-            .map_err(|e| Error::tss("creating the storage key", e))?
+            self.create_primary_in(parent, &template, "creating the storage key")?
         } else if handle::is_persistent(parent) {
             let persistent = PersistentTpmHandle::new(parent)
                 .map_err(|e| Error::tss("naming the persistent parent", e))?;

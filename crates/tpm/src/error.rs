@@ -31,6 +31,14 @@ pub enum Error {
     #[error("this key needs a PIN and none was given; the TPM was not asked")]
     PinRequired,
 
+    /// A hierarchy's password (TPM_RC_BAD_AUTH / TPM_RC_AUTH_FAIL on the hierarchy handle
+    /// of TPM2_CreatePrimary) was missing or wrong; no key's PIN was involved.
+    #[error("{}", hierarchy_password_text(hierarchy, *.given))]
+    HierarchyPassword {
+        hierarchy: &'static str,
+        given: bool,
+    },
+
     /// The TPM refuses PIN-protected keys until its dictionary-attack lockout ends.
     #[error(
         "the TPM is in dictionary-attack lockout and refuses PINs{}; or reset it with \
@@ -176,6 +184,21 @@ pub(crate) fn response_kind(error: tss_esapi::Error) -> Option<Tss2ResponseCodeK
         tss_esapi::Error::Tss2Error(rc @ Tss2ResponseCode::FormatOne(_))
         | tss_esapi::Error::Tss2Error(rc @ Tss2ResponseCode::FormatZero(_)) => rc.kind(),
         _ => None,
+    }
+}
+
+fn hierarchy_password_text(hierarchy: &str, given: bool) -> String {
+    match (hierarchy, given) {
+        ("owner", false) => "the TPM's owner hierarchy has a password and none was given; give \
+                             it with -o/--owner-password or SSH_TPM_AGENT_OWNER_PASSWORD"
+            .into(),
+        ("owner", true) => "the TPM rejected the owner hierarchy password; check the one given \
+                            with -o/--owner-password or SSH_TPM_AGENT_OWNER_PASSWORD"
+            .into(),
+        (other, _) => format!(
+            "the TPM's {other} hierarchy has a password, which this tool cannot give; use \
+             the owner hierarchy"
+        ),
     }
 }
 

@@ -20,13 +20,23 @@ pub struct TpmService {
 impl TpmService {
     /// Opens the TPM on a new thread and returns once it is open (or failed to open).
     pub fn start(target: TpmTarget) -> Result<Self> {
+        Self::start_with(target, |_| {})
+    }
+
+    /// As [`TpmService::start`], running `setup` on the TPM after each open, reconnections
+    /// included (for settings such as [`Tpm::set_owner_password`]).
+    pub fn start_with(
+        target: TpmTarget,
+        setup: impl Fn(&mut Tpm) + Send + 'static,
+    ) -> Result<Self> {
         let (jobs, inbox) = mpsc::channel::<Job>();
         let (ready, opened) = mpsc::channel::<Result<()>>();
         let thread = std::thread::Builder::new()
             .name("tpm".into())
             .spawn(move || {
                 let mut tpm = match Tpm::open(&target) {
-                    Ok(tpm) => {
+                    Ok(mut tpm) => {
+                        setup(&mut tpm);
                         let _ = ready.send(Ok(()));
                         tpm
                     }
@@ -39,7 +49,10 @@ impl TpmService {
                     if tpm.is_broken() {
                         // The request that saw the failure has failed; this one reconnects.
                         match reopen(tpm, &target) {
-                            Some(fresh) => tpm = fresh,
+                            Some(mut fresh) => {
+                                setup(&mut fresh);
+                                tpm = fresh;
+                            }
                             None => return,
                         }
                     }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use ssh_tpm::owner::OwnerArgs;
 use ssh_tpm::tpm_args::TpmArgs;
 
 /// An ssh-agent whose keys live in the TPM. Serves every *.tpm key under --key-dir.
@@ -11,6 +12,9 @@ use ssh_tpm::tpm_args::TpmArgs;
 pub struct Args {
     #[command(flatten)]
     pub tpm: TpmArgs,
+
+    #[command(flatten)]
+    pub owner: OwnerArgs,
 
     /// Socket to listen on [default: $SSH_TPM_AUTH_SOCK, else
     /// $XDG_RUNTIME_DIR/ssh-tpm-agent.sock]

@@ -8,11 +8,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use ssh_tpm::CliError;
+use ssh_tpm::{owner, CliError};
+use ssh_tpm_agent_core::askpass;
 use ssh_tpm_agent_core::upstream::Upstreams;
 use ssh_tpm_agent_core::watch::KeyDirWatch;
 use ssh_tpm_agent_core::{activation, server, socket, Agent};
-use ssh_tpm_tpm::TpmService;
+use ssh_tpm_tpm::{Pin, TpmService};
 use tokio::signal::unix::{signal, SignalKind};
 
 use cli::Args;
@@ -55,7 +56,12 @@ fn run(args: Args) -> Result<(), CliError> {
         None => socket::resolve(args.socket.as_deref())?,
     };
     check_upstreams(&path, &args.upstreams)?;
-    let tpm = TpmService::start(args.tpm.target()?)?;
+    let tpm = match owner_password(args.owner.owner_password)? {
+        Some(password) => TpmService::start_with(args.tpm.target()?, move |tpm| {
+            tpm.set_owner_password(password.clone())
+        })?,
+        None => TpmService::start(args.tpm.target()?)?,
+    };
     let agent = Agent::new(tpm, !args.no_cache).with_upstreams(Upstreams::new(args.upstreams));
     let key_dir = match (args.no_load, args.key_dir) {
         (true, _) => None,
@@ -186,4 +192,19 @@ fn default_key_dir() -> Result<PathBuf, CliError> {
         .ok_or_else(|| {
             CliError::Usage("HOME is not set; name the key directory with --key-dir".into())
         })
+}
+
+/// The owner hierarchy's password: asked through askpass with `-o`, else taken from
+/// `SSH_TPM_AGENT_OWNER_PASSWORD` (and removed there, so that askpass does not inherit it).
+fn owner_password(ask: bool) -> Result<Option<Pin>, CliError> {
+    let from_env = owner::password_from_env();
+    if !ask {
+        return Ok(from_env);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::io("cannot start the event loop", e))?;
+    let asked = runtime.block_on(askpass::ask_pin("Enter the TPM owner password: "))?;
+    Ok(Some(asked))
 }

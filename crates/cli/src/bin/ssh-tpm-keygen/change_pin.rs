@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use ssh_tpm::{files, CliError};
 use ssh_tpm_keyfile::TpmKey;
-use ssh_tpm_tpm::{Pin, Tpm};
+use ssh_tpm_tpm::Pin;
 
 use crate::cli::Args;
-use crate::{new_pin, strip_tpm_suffix, with_suffix, MAX_PIN_BYTES};
+use crate::{new_pin, open_tpm, strip_tpm_suffix, with_suffix, MAX_PIN_BYTES};
 
 /// `-p -f NAME [-P OLD] [-N NEW]`.
 pub fn change_pin(args: Args) -> Result<(), CliError> {
@@ -20,7 +20,7 @@ pub fn change_pin(args: Args) -> Result<(), CliError> {
     let path = with_suffix(&stem, ".tpm");
     let key = read_key(&path)?;
     // A missing TPM is reported before the user is asked anything.
-    let mut tpm = Tpm::open(&args.tpm.target()?)?;
+    let mut tpm = open_tpm(&args)?;
 
     let old = match args.passphrase {
         Some(pin) => Pin::from(pin),

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use ssh_tpm::owner::OwnerArgs;
 use ssh_tpm::tpm_args::TpmArgs;
 use ssh_tpm_keyfile::handle;
 
@@ -13,6 +14,9 @@ use ssh_tpm_keyfile::handle;
 pub struct Args {
     #[command(flatten)]
     pub tpm: TpmArgs,
+
+    #[command(flatten)]
+    pub owner: OwnerArgs,
 
     /// Key type: ecdsa or rsa
     #[arg(short = 't', value_name = "TYPE", default_value = "ecdsa")]

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use ssh_key::PublicKey;
 use ssh_tpm::CliError;
 use ssh_tpm_keyfile::{handle, KeyType, TpmKey};
-use ssh_tpm_tpm::{ExternalKey, SecretBytes, Tpm, WrapParent};
+use ssh_tpm_tpm::{ExternalKey, SecretBytes, WrapParent};
 
 use crate::cli::Args;
 use crate::{
-    confirm_overwrite, default_comment, new_pin, output_paths, public_key, strip_tpm_suffix,
-    write_key_files,
+    confirm_overwrite, default_comment, new_pin, open_tpm, output_paths, public_key,
+    strip_tpm_suffix, write_key_files,
 };
 
 /// Largest file read as a private key, key file or parent public key.
@@ -26,7 +26,7 @@ pub fn import(args: Args, file: &Path) -> Result<(), CliError> {
         return import_key_file(args, file, key);
     }
     // A missing TPM is reported before the user is asked anything.
-    let mut tpm = Tpm::open(&args.tpm.target()?)?;
+    let mut tpm = open_tpm(&args)?;
     let key = read_private_key(file, &data, args.passphrase)?;
 
     let stem = args
@@ -105,7 +105,7 @@ fn import_key_file(args: Args, file: &Path, key: TpmKey) -> Result<(), CliError>
             key.parent
         ));
     }
-    let mut tpm = Tpm::open(&args.tpm.target()?)?;
+    let mut tpm = open_tpm(&args)?;
 
     let stem = strip_tpm_suffix(args.file.unwrap_or_else(|| file.to_path_buf()));
     let (key_path, pub_path) = output_paths(&stem)?;

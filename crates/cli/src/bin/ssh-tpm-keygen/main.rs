@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ssh_key::{HashAlg, PublicKey};
-use ssh_tpm::{files, prompt, CliError};
+use ssh_tpm::{files, owner, prompt, CliError};
 use ssh_tpm_keyfile::{handle, TpmKey};
 use ssh_tpm_tpm::{KeySpec, Pin, Tpm};
 
@@ -41,7 +41,7 @@ fn run(args: Args) -> Result<(), CliError> {
     }
     let spec = KeySpec::from_type_and_bits(&args.key_type, args.bits)?;
     // A missing TPM is reported before the user is asked anything.
-    let mut tpm = Tpm::open(&args.tpm.target()?)?;
+    let mut tpm = open_tpm(&args)?;
     if args.supported {
         return print_supported(&mut tpm);
     }
@@ -63,6 +63,21 @@ fn run(args: Args) -> Result<(), CliError> {
     drop(tpm);
     let public = public_key(&key, &comment)?;
     write_key_files(&key_path, Some(&pub_path), &key, &public)
+}
+
+/// Opens the TPM the flags name, with the owner password of `-o` (asked on the terminal
+/// once the TPM is found) or `SSH_TPM_AGENT_OWNER_PASSWORD`.
+pub(crate) fn open_tpm(args: &Args) -> Result<Tpm, CliError> {
+    let from_env = owner::password_from_env();
+    let mut tpm = Tpm::open(&args.tpm.target()?)?;
+    let password = match from_env {
+        _ if args.owner.owner_password => Some(owner::ask_on_terminal()?),
+        from_env => from_env,
+    };
+    if let Some(password) = password {
+        tpm.set_owner_password(password);
+    }
+    Ok(tpm)
 }
 
 /// `NAME.tpm` and `NAME.pub` for the name the user chose; a directory is refused.
