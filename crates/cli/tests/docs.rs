@@ -15,7 +15,12 @@ fn man_pages_and_completions_cover_every_option() {
     let out = run(tool(docs).args(["completions", "bash"]).arg(&completions));
     assert_ok(&out, "ssh-tpm-docs completions bash");
 
-    for name in ["ssh-tpm-keygen", "ssh-tpm-agent", "ssh-tpm-add"] {
+    for name in [
+        "ssh-tpm-keygen",
+        "ssh-tpm-agent",
+        "ssh-tpm-add",
+        "ssh-tpm-hostkeys",
+    ] {
         let help = stdout(&run(product(name).arg("--help")));
         let page = read_text(&man.join(format!("{name}.1"))).replace("\\-", "-");
         let script = read_text(&completions.join(format!("{name}.bash")));

@@ -244,3 +244,113 @@ fn install_user_units_writes_units_systemd_accepts() {
     );
     assert_ok(&install(&["--force"]), "--install-user-units --force");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Host keys
+
+/// `ssh-tpm-keygen -A` makes TPM host keys, `ssh-tpm-hostkeys --install-sshd-config` points
+/// sshd at them through the agent, and a client that knows only those keys logs in with
+/// StrictHostKeyChecking=yes.
+#[test]
+fn sshd_serves_tpm_host_keys_through_the_agent() {
+    let tpm = Swtpm::start();
+    let hostdir = tempdir();
+    let hostdir_arg = hostdir.path().to_str().expect("UTF-8 path");
+    let made = run(product("ssh-tpm-keygen").args([
+        "--tcti",
+        &tpm.tcti(),
+        "-A",
+        "--host-key-dir",
+        hostdir_arg,
+    ]));
+    assert_ok(&made, "ssh-tpm-keygen -A");
+    let ecdsa = support::KeyFiles::at(hostdir.path(), "ssh_tpm_host_ecdsa_key");
+    let rsa = support::KeyFiles::at(hostdir.path(), "ssh_tpm_host_rsa_key");
+    for key in [&ecdsa, &rsa] {
+        assert!(key.tpm.is_file() && key.public.is_file(), "{key:?}");
+    }
+    assert_eq!(ecdsa.blob().0, "ecdsa-sha2-nistp256");
+    assert_eq!(rsa.blob().0, "ssh-rsa");
+
+    // Existing host keys are kept.
+    let before = fs::read(&ecdsa.tpm).expect("read the host key");
+    let again = run(product("ssh-tpm-keygen").args([
+        "--tcti",
+        &tpm.tcti(),
+        "-A",
+        "--host-key-dir",
+        hostdir_arg,
+    ]));
+    assert_ok(&again, "ssh-tpm-keygen -A again");
+    assert_eq!(fs::read(&ecdsa.tpm).expect("read the host key"), before);
+
+    // The user's key lives beside them, so that one agent serves both.
+    let (user, _) = keygen(&tpm, hostdir.path(), "id", &["-N", ""]);
+    let agent = Agent::serve(&tpm, hostdir.path(), &[]);
+
+    let listed = run(product("ssh-tpm-hostkeys").args(["--host-key-dir", hostdir_arg]));
+    assert_ok(&listed, "ssh-tpm-hostkeys");
+    let text = stdout(&listed);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(
+        text.contains(&support::fingerprint(&ecdsa.public)),
+        "{text}"
+    );
+
+    let config_dir = tempdir();
+    let installed = run(product("ssh-tpm-hostkeys")
+        .args(["--host-key-dir", hostdir_arg, "--install-sshd-config", "-l"])
+        .arg(agent.socket())
+        .arg("--sshd-config-dir")
+        .arg(config_dir.path()));
+    assert_ok(&installed, "ssh-tpm-hostkeys --install-sshd-config");
+    let snippet = config_dir.path().join("10-ssh-tpm-hostkeys.conf");
+    let snippet_text = fs::read_to_string(&snippet).expect("the sshd_config.d snippet");
+    assert!(
+        snippet_text.contains(&format!("HostKeyAgent {}\n", agent.socket().display())),
+        "{snippet_text}"
+    );
+    assert!(
+        snippet_text.contains(&format!("HostKey {}\n", ecdsa.public.display())),
+        "{snippet_text}"
+    );
+
+    let sshd = support::Sshd::start_with_host_config(
+        &user.public_line(),
+        &format!("Include {}\n", snippet.display()),
+    );
+    let known_hosts = config_dir.path().join("known_hosts");
+    let port = sshd.port();
+    let mut lines = String::new();
+    for key in [&ecdsa, &rsa] {
+        let (kind, blob) = key.blob();
+        lines.push_str(&format!("[127.0.0.1]:{port} {kind} {blob}\n"));
+    }
+    support::write(&known_hosts, lines);
+
+    let mut ssh = tool("ssh");
+    ssh.args(["-F", "/dev/null", "-v"])
+        .arg("-o")
+        .arg(format!("IdentityAgent={}", agent.socket().display()))
+        .args(["-o", "StrictHostKeyChecking=yes"])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .args(["-o", "GlobalKnownHostsFile=/dev/null"])
+        .args(["-o", "BatchMode=yes", "-o", "PasswordAuthentication=no"])
+        .args(["-o", "ConnectTimeout=10", "-p", &port.to_string()])
+        .arg(format!("{}@127.0.0.1", current_user()))
+        .arg("echo logged-in");
+    let out = run(&mut ssh);
+    assert_ok(
+        &out,
+        &format!("ssh with the TPM host key\nsshd log:\n{}", sshd.log()),
+    );
+    assert_eq!(stdout(&out).trim(), "logged-in");
+    let log = support::stderr(&out);
+    let ecdsa_print = support::fingerprint(&ecdsa.public);
+    let rsa_print = support::fingerprint(&rsa.public);
+    assert!(
+        log.contains(&ecdsa_print) || log.contains(&rsa_print),
+        "the server did not present a TPM host key:\n{log}"
+    );
+}

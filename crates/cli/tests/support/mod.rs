@@ -73,6 +73,7 @@ pub fn product_path(name: &str) -> &'static str {
         "ssh-tpm-keygen" => option_env!("CARGO_BIN_EXE_ssh-tpm-keygen"),
         "ssh-tpm-agent" => option_env!("CARGO_BIN_EXE_ssh-tpm-agent"),
         "ssh-tpm-add" => option_env!("CARGO_BIN_EXE_ssh-tpm-add"),
+        "ssh-tpm-hostkeys" => option_env!("CARGO_BIN_EXE_ssh-tpm-hostkeys"),
         _ => None,
     };
     path.unwrap_or_else(|| panic!("the ssh-tpm package does not build a binary named {name}"))
@@ -543,6 +544,17 @@ impl Sshd {
             .args(["-q", "-t", "ed25519", "-N", "", "-f"])
             .arg(&host_key));
         assert_ok(&out, "ssh-keygen for the sshd host key");
+        let host_config = format!("HostKey {}\n", host_key.display());
+        Sshd::launch(dir, authorized_keys, trusted_ca, &host_config)
+    }
+
+    /// Starts sshd with the host key lines `host_config` (say, `Include` of a snippet with
+    /// `HostKeyAgent` and `HostKey` lines) instead of a host key of its own.
+    pub fn start_with_host_config(authorized_keys: &str, host_config: &str) -> Sshd {
+        Sshd::launch(tempdir(), authorized_keys, None, host_config)
+    }
+
+    fn launch(dir: TempDir, authorized_keys: &str, trusted_ca: Option<&Path>, host: &str) -> Sshd {
         let keys = dir.path().join("authorized_keys");
         write(&keys, authorized_keys);
         if is_root() {
@@ -554,7 +566,7 @@ impl Sshd {
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
             let config = dir.path().join("sshd_config");
-            write(&config, sshd_config(port, &host_key, &keys, trusted_ca));
+            write(&config, sshd_config(port, host, &keys, trusted_ca));
             let mut cmd = tool(which("sshd", "/usr/sbin/sshd"));
             cmd.args(["-D", "-e", "-f"]).arg(&config);
             let mut daemon = Daemon::spawn("sshd", &mut cmd, dir.path());
@@ -604,11 +616,11 @@ impl Sshd {
 }
 
 /// The whole sshd_config of a test sshd.
-fn sshd_config(port: u16, host_key: &Path, keys: &Path, trusted_ca: Option<&Path>) -> String {
+fn sshd_config(port: u16, host: &str, keys: &Path, trusted_ca: Option<&Path>) -> String {
     let mut config = format!(
         "Port {port}\n\
          ListenAddress 127.0.0.1\n\
-         HostKey {}\n\
+         {host}\
          AuthorizedKeysFile {}\n\
          PasswordAuthentication no\n\
          KbdInteractiveAuthentication no\n\
@@ -617,7 +629,6 @@ fn sshd_config(port: u16, host_key: &Path, keys: &Path, trusted_ca: Option<&Path
          PidFile none\n\
          PermitRootLogin prohibit-password\n\
          LogLevel VERBOSE\n",
-        host_key.display(),
         keys.display()
     );
     if let Some(ca) = trusted_ca {

@@ -15,6 +15,9 @@ mod add;
 #[path = "../ssh-tpm-agent/cli.rs"]
 mod agent;
 #[allow(dead_code)]
+#[path = "../ssh-tpm-hostkeys/cli.rs"]
+mod hostkeys;
+#[allow(dead_code)]
 #[path = "../ssh-tpm-keygen/cli.rs"]
 mod keygen;
 
@@ -24,7 +27,8 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use clap_complete::Shell;
 
-/// Write man pages or shell completions for ssh-tpm-keygen, ssh-tpm-agent and ssh-tpm-add.
+/// Write man pages or shell completions for ssh-tpm-keygen, ssh-tpm-agent, ssh-tpm-add and
+/// ssh-tpm-hostkeys.
 #[derive(Debug, Parser)]
 #[command(name = "ssh-tpm-docs", version)]
 enum Docs {
@@ -34,11 +38,12 @@ enum Docs {
     Completions { shell: Shell, dir: PathBuf },
 }
 
-fn commands() -> [clap::Command; 3] {
+fn commands() -> [clap::Command; 4] {
     [
         keygen::Args::command(),
         agent::Args::command(),
         add::Args::command(),
+        hostkeys::Args::command(),
     ]
 }
 

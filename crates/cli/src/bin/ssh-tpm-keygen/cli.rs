@@ -42,6 +42,23 @@ pub struct Args {
     #[arg(long)]
     pub supported: bool,
 
+    /// Create the TPM host keys that do not exist yet, without PIN, as ssh-keygen -A:
+    /// ssh_tpm_host_ecdsa_key and ssh_tpm_host_rsa_key (.tpm and .pub) in --host-key-dir
+    #[arg(
+        short = 'A',
+        conflicts_with_all = ["import", "wrap", "supported", "file", "key_type", "bits", "pin"]
+    )]
+    pub host_keys: bool,
+
+    /// Directory of the host keys made by -A
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/etc/ssh",
+        requires = "host_keys"
+    )]
+    pub host_key_dir: PathBuf,
+
     /// Import FILE into the TPM: an OpenSSH, PKCS#8, SEC1 or PKCS#1 private key (ECDSA or
     /// RSA), or an importable key file made by --wrap. Writes NAME.tpm and NAME.pub, where
     /// NAME is -f or FILE (without .pem or .key)

@@ -3,6 +3,7 @@
 
 mod change_pin;
 mod cli;
+mod host_keys;
 mod import;
 
 use std::os::unix::fs::DirBuilderExt;
@@ -38,6 +39,9 @@ fn run(args: Args) -> Result<(), CliError> {
     }
     if args.change_pin {
         return change_pin::change_pin(args);
+    }
+    if args.host_keys {
+        return host_keys::create_missing(args);
     }
     let spec = KeySpec::from_type_and_bits(&args.key_type, args.bits)?;
     // A missing TPM is reported before the user is asked anything.
