@@ -6,7 +6,7 @@ use std::path::Path;
 
 use ssh_tpm::CliError;
 use ssh_tpm_keyfile::handle;
-use ssh_tpm_tpm::{KeySpec, Pin, Tpm};
+use ssh_tpm_tpm::{KeySpec, Pin};
 
 use crate::cli::Args;
 
@@ -36,7 +36,7 @@ pub fn create_missing(args: Args) -> Result<(), CliError> {
         return Ok(());
     }
 
-    let mut tpm = Tpm::open(&args.tpm.target()?)?;
+    let mut tpm = super::open_tpm(&args)?;
     let parent = args.parent_handle.unwrap_or(handle::OWNER);
     let comment = args.comment.unwrap_or_else(super::default_comment);
     for (stem, spec) in missing {
