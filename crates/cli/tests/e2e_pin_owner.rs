@@ -1,6 +1,7 @@
 //! End-to-end tests of PINs and the owner hierarchy: `ssh-tpm-keygen -p` changing a key's PIN
 //! in place, checked by the agent signing with the new one; a TPM whose owner hierarchy has a
-//! password (`-o`, `SSH_TPM_AGENT_OWNER_PASSWORD`). Each test runs its own swtpm.
+//! password (`-o`, `SSH_TPM_AGENT_OWNER_PASSWORD`); the agent serving a hierarchy's own
+//! signing keys (`--hierarchy`). Each test runs its own swtpm.
 
 mod support;
 
@@ -11,8 +12,8 @@ use std::process::Output;
 
 use ssh_tpm_keyfile::TpmKey;
 use support::{
-    assert_ok, describe, keygen, mode, product, run, sign_file, stderr, tempdir, verify_file,
-    write, write_askpass, Agent, KeyFiles, Swtpm,
+    assert_ok, describe, keygen, mode, product, run, sign_file, ssh_add, stderr, stdout, tempdir,
+    verify_file, write, write_askpass, Agent, KeyFiles, Swtpm,
 };
 
 /// The variable that holds the owner hierarchy's password.
@@ -232,4 +233,63 @@ fn agent_asks_for_the_owner_password_with_o() {
     // The key has no PIN: askpass is asked for the owner password only.
     agent_signs(&tpm, keys.path(), &key, Some("NEWPASS"), &["-o"], &[])
         .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Starts `ssh-tpm-agent --hierarchy HIERARCHY` with `env` and no key files; returns what
+/// `ssh-add -L` lists, after signing with each listed key and verifying the signature.
+fn hierarchy_keys_signing(tpm: &Swtpm, hierarchy: &str, env: &[(&str, &str)]) -> Vec<String> {
+    let work = tempdir();
+    let empty = tempdir();
+    let tcti = tpm.tcti();
+    let args = [
+        "--tcti",
+        &tcti,
+        "--key-dir",
+        empty.path().to_str().expect("UTF-8 dir"),
+        "--hierarchy",
+        hierarchy,
+    ];
+    let mut agent = Agent::start(&work.path().join("agent.sock"), &args, env);
+    let listed = ssh_add(agent.socket(), &["-L"]);
+    assert_ok(&listed, "ssh-add -L");
+    let lines: Vec<String> = stdout(&listed).lines().map(str::to_owned).collect();
+    for (i, line) in lines.iter().enumerate() {
+        let public = work.path().join(format!("key{i}.pub"));
+        write(&public, format!("{line}\n"));
+        let message = work.path().join(format!("message{i}.txt"));
+        write(&message, "signed with a hierarchy key\n");
+        let signed = sign_file(agent.socket(), &public, &message);
+        assert!(
+            signed.status.success(),
+            "signing with {line} failed: {}\nagent log:\n{}",
+            describe(&signed),
+            agent.stderr()
+        );
+        assert_ok(
+            &verify_file(work.path(), line, &message),
+            "ssh-keygen -Y verify",
+        );
+    }
+    agent.stop();
+    lines
+}
+
+#[test]
+fn hierarchy_keys_are_the_same_at_every_start_and_sign() {
+    let tpm = Swtpm::start();
+    let first = hierarchy_keys_signing(&tpm, "owner", &[]);
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert!(first[0].starts_with("ecdsa-sha2-nistp256 "), "{first:?}");
+    assert!(first[0].ends_with(" owner hierarchy ecdsa"), "{first:?}");
+    assert!(first[1].starts_with("ssh-rsa "), "{first:?}");
+    assert!(first[1].ends_with(" owner hierarchy rsa"), "{first:?}");
+
+    // Same TPM, same keys; with an owner password set, given through the environment.
+    set_owner_password(&tpm, "NEWPASS");
+    let second = hierarchy_keys_signing(&tpm, "owner", &[(OWNER_PASSWORD_ENV, "NEWPASS")]);
+    assert_eq!(first, second);
+
+    let endorsement = hierarchy_keys_signing(&tpm, "endorsement", &[]);
+    assert!(endorsement[0].ends_with(" endorsement hierarchy ecdsa"));
+    assert_ne!(endorsement[0], first[0], "each hierarchy has its own seed");
 }

@@ -484,8 +484,13 @@ impl Tpm {
     /// Loads a key (or finds it loaded), flushing the least recently used key when the
     /// TPM has no room left.
     pub(crate) fn load(&mut self, key: &TpmKey, public: Public) -> Result<KeyHandle> {
-        // An importable key is imported on first use; see `crate::import`.
-        let privkey = self.loadable_private(key)?;
+        // An importable key is imported on first use; see `crate::import`. A hierarchy's
+        // signing key is made again from its template; see `crate::hierarchy`.
+        let primary = crate::hierarchy::is_hierarchy_key(key);
+        let privkey = match primary {
+            true => std::borrow::Cow::Owned(crate::hierarchy::cache_name(key)),
+            false => self.loadable_private(key)?,
+        };
         self.clock += 1;
         let now = self.clock;
         if let Some(loaded) = self
@@ -498,6 +503,16 @@ impl Tpm {
         }
         if self.loaded.len() >= self.key_slots.unwrap_or(MAX_LOADED) {
             self.flush_least_recent();
+        }
+        if primary {
+            let handle = self.create_hierarchy_key(key)?;
+            self.loaded.push(LoadedKey {
+                parent: key.parent,
+                private: privkey.into_owned(),
+                handle,
+                last_used: now,
+            });
+            return Ok(handle);
         }
         let parent = self.key_parent(key)?;
         let private = Private::try_from(tpm2b_contents(&privkey)?.to_vec())

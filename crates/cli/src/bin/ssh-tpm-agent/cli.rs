@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use ssh_tpm::owner::OwnerArgs;
 use ssh_tpm::tpm_args::TpmArgs;
+use ssh_tpm_keyfile::handle;
 
 /// An ssh-agent whose keys live in the TPM. Serves every *.tpm key under --key-dir.
 #[derive(Debug, Parser)]
@@ -30,6 +31,12 @@ pub struct Args {
     #[arg(short = 'A', value_name = "SOCKET")]
     pub upstreams: Vec<PathBuf>,
 
+    /// Also serve the hierarchy's own signing keys (owner, endorsement, null or platform):
+    /// an ECDSA P-256 and an RSA-2048 key the TPM derives from that hierarchy's seed, the
+    /// same at every start (null-hierarchy keys change at every TPM reset)
+    #[arg(long, value_name = "HIERARCHY", value_parser = parse_hierarchy)]
+    pub hierarchy: Option<u32>,
+
     /// Load no keys at start; add them later with ssh-tpm-add
     #[arg(long)]
     pub no_load: bool,
@@ -54,4 +61,17 @@ pub struct Args {
     /// Log every request (keys are named by fingerprint; PINs never appear)
     #[arg(short = 'd')]
     pub debug: bool,
+}
+
+/// Reads `--hierarchy`: a hierarchy by name.
+fn parse_hierarchy(text: &str) -> Result<u32, String> {
+    match text {
+        "owner" => Ok(handle::OWNER),
+        "endorsement" => Ok(handle::ENDORSEMENT),
+        "null" => Ok(handle::NULL),
+        "platform" => Ok(handle::PLATFORM),
+        _ => Err(format!(
+            "`{text}` is not a hierarchy; use owner, endorsement, null or platform"
+        )),
+    }
 }

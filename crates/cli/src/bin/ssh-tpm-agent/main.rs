@@ -12,8 +12,9 @@ use ssh_tpm::{owner, CliError};
 use ssh_tpm_agent_core::askpass;
 use ssh_tpm_agent_core::upstream::Upstreams;
 use ssh_tpm_agent_core::watch::KeyDirWatch;
-use ssh_tpm_agent_core::{activation, server, socket, Agent};
-use ssh_tpm_tpm::{Pin, TpmService};
+use ssh_tpm_agent_core::{activation, server, socket, Agent, AgentKey};
+use ssh_tpm_keyfile::TpmKey;
+use ssh_tpm_tpm::{KeySpec, Pin, TpmService};
 use tokio::signal::unix::{signal, SignalKind};
 
 use cli::Args;
@@ -62,7 +63,14 @@ fn run(args: Args) -> Result<(), CliError> {
         })?,
         None => TpmService::start(args.tpm.target()?)?,
     };
+    let hierarchy_keys = match args.hierarchy {
+        Some(hierarchy) => tpm.run(move |tpm| tpm.hierarchy_keys(hierarchy))?,
+        None => Vec::new(),
+    };
     let agent = Agent::new(tpm, !args.no_cache).with_upstreams(Upstreams::new(args.upstreams));
+    for key in hierarchy_keys {
+        add_hierarchy_key(&agent, key)?;
+    }
     let key_dir = match (args.no_load, args.key_dir) {
         (true, _) => None,
         (false, Some(dir)) => Some(dir),
@@ -207,4 +215,18 @@ fn owner_password(ask: bool) -> Result<Option<Pin>, CliError> {
         .map_err(|e| CliError::io("cannot start the event loop", e))?;
     let asked = runtime.block_on(askpass::ask_pin("Enter the TPM owner password: "))?;
     Ok(Some(asked))
+}
+
+/// Serves a hierarchy signing key, with a comment like `owner hierarchy ecdsa`.
+fn add_hierarchy_key(agent: &Agent, key: TpmKey) -> Result<(), CliError> {
+    let hierarchy = ssh_tpm_tpm::hierarchy_name(key.parent);
+    let mut key = AgentKey::new(key, None)?;
+    let kind = match key.spec {
+        KeySpec::Rsa2048 | KeySpec::Rsa3072 => "rsa",
+        _ => "ecdsa",
+    };
+    key.comment = format!("{hierarchy} hierarchy {kind}");
+    tracing::info!(key = %key.label(), "serving a hierarchy key");
+    agent.keyring().add(key);
+    Ok(())
 }
