@@ -211,6 +211,9 @@ fn read_if_exists(path: &Path) -> Option<String> {
 #[derive(Debug, Default)]
 pub struct Keyring {
     keys: RwLock<Vec<Arc<AgentKey>>>,
+    /// Public key blobs a client removed (`ssh-add -d`/`-D`): a reload prompted by a file
+    /// change does not bring them back; adding them, or SIGHUP, does.
+    removed: RwLock<Vec<Vec<u8>>>,
 }
 
 impl Keyring {
@@ -221,6 +224,7 @@ impl Keyring {
 
     /// Adds `key`, replacing one with the same public key.
     pub fn add(&self, key: AgentKey) {
+        self.removed_mut().retain(|blob| *blob != key.public_blob);
         let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
         keys.retain(|k| k.public != key.public);
         keys.push(Arc::new(key));
@@ -232,12 +236,25 @@ impl Keyring {
         let index = keys.iter().position(|k| {
             k.public_blob == blob || k.certificate.as_ref().is_some_and(|c| c.as_bytes() == blob)
         })?;
-        Some(keys.remove(index))
+        let removed = keys.remove(index);
+        self.removed_mut().push(removed.public_blob.clone());
+        Some(removed)
     }
 
     /// Removes every key.
     pub fn clear(&self) {
-        self.keys.write().unwrap_or_else(|e| e.into_inner()).clear();
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        self.removed_mut()
+            .extend(keys.drain(..).map(|k| k.public_blob.clone()));
+    }
+
+    /// Lets the next reload bring back keys clients removed (an explicit SIGHUP).
+    pub fn forget_removals(&self) {
+        self.removed_mut().clear();
+    }
+
+    fn removed_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Vec<u8>>> {
+        self.removed.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Adds a key read from a file, replacing one with the same public key but keeping that
@@ -302,8 +319,13 @@ impl Keyring {
                 });
                 continue;
             }
-            tracing::info!(key = %key.label(), file = %path.display(), "key loaded");
             key.source = Some(path.clone());
+            if self.removed_mut().contains(&key.public_blob) {
+                tracing::debug!(key = %key.label(), "not reloaded: a client removed it");
+                loaded.push((key.public_blob.clone(), path));
+                continue;
+            }
+            tracing::info!(key = %key.label(), file = %path.display(), "key loaded");
             loaded.push((key.public_blob.clone(), path));
             self.add_loaded(key);
         }

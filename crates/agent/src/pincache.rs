@@ -3,6 +3,7 @@
 //! logged. `--no-cache` turns it off; remove-all and lock empty it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use ssh_tpm_tpm::Pin;
@@ -12,6 +13,9 @@ use ssh_tpm_tpm::Pin;
 pub struct PinCache {
     enabled: bool,
     pins: Mutex<HashMap<Vec<u8>, Pin>>,
+    /// Counts [`PinCache::clear`]s, so that a PIN typed before a lock or remove-all is
+    /// recognised as such when its prompt returns.
+    epoch: AtomicU64,
 }
 
 impl PinCache {
@@ -20,7 +24,13 @@ impl PinCache {
         PinCache {
             enabled,
             pins: Mutex::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
         }
+    }
+
+    /// Changes whenever the cache is cleared.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
     }
 
     /// The PIN kept for `key`, if any.
@@ -46,6 +56,7 @@ impl PinCache {
 
     /// Drops every PIN.
     pub fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         self.lock().clear();
     }
 
@@ -69,8 +80,10 @@ mod tests {
         cache.forget(b"k1");
         assert!(cache.get(b"k1").is_none());
         cache.put(b"k2", Pin::from("5678".to_string()));
+        let before = cache.epoch();
         cache.clear();
         assert!(cache.get(b"k2").is_none());
+        assert_ne!(cache.epoch(), before);
 
         let off = PinCache::new(false);
         off.put(b"k1", Pin::from("1234".to_string()));

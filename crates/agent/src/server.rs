@@ -336,11 +336,28 @@ impl Agent {
         let mut try_empty = ssh_tpm_tpm::pin_need(&key.key) == PinNeed::TryEmptyFirst
             && self.pins.get(&key.public_blob).is_none();
         loop {
+            let epoch = self.pins.epoch();
             let (pin, cached) = if try_empty {
                 (Pin::empty(), true)
             } else {
                 self.pin_for(key, wrong).await?
             };
+            // A lock, remove or remove-all while the prompt was open wins over the PIN.
+            if !cached {
+                if self.is_locked() {
+                    return Err(Error::Locked);
+                }
+                if self.pins.epoch() != epoch || self.find(&key.public_blob).is_none() {
+                    return Err(with_key(
+                        key,
+                        Error::Protocol(
+                            "the key was removed while its PIN prompt was open; the PIN was \
+                             not used"
+                                .into(),
+                        ),
+                    ));
+                }
+            }
             let job_key = Arc::clone(key);
             let (job_pin, job_data) = (pin.clone(), Arc::clone(&data));
             let signed = self
@@ -695,7 +712,14 @@ pub async fn serve(agent: Arc<Agent>, listener: UnixListener, shutdown: impl Fut
                 return;
             }
         };
-        let peer = Peer::new(pid.and_then(|pid| u32::try_from(pid).ok()));
+        let pid = pid.and_then(|pid| u32::try_from(pid).ok());
+        if pid == Some(std::process::id()) {
+            // Only a -A socket that leads back here (a link, another path) connects from our
+            // own pid; serving it would make every request call itself without end.
+            tracing::warn!("refused a connection from this agent itself: a -A socket is ours");
+            return;
+        }
+        let peer = Peer::new(pid);
         let agent = Arc::clone(&agent);
         tokio::spawn(async move {
             if let Err(e) = connection(&agent, peer, stream).await {

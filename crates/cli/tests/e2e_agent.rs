@@ -380,3 +380,69 @@ fn ssh_add_capital_d_removes_all_keys_and_pins() {
     assert_signs(&agent, &key);
     assert_eq!(askpass_calls(&askpass), 2, "the PIN outlived ssh-add -D");
 }
+
+#[test]
+fn remove_all_while_a_pin_prompt_is_open_wins_over_the_pin() {
+    let tpm = Swtpm::start();
+    let (keys, key) = pin_key(&tpm);
+    // A prompt that takes its time, and counts its calls.
+    let calls = keys.path().join("slow-askpass.calls");
+    let askpass = keys.path().join("slow-askpass");
+    write(
+        &askpass,
+        format!(
+            "#!/bin/sh\necho x >> '{}'\nsleep 2\necho 1234\n",
+            calls.display()
+        ),
+    );
+    chmod(&askpass, 0o755);
+    let askpass_str = askpass.to_str().expect("UTF-8 path");
+    let env = askpass_env(&askpass, "force");
+    let (_socket_dir, agent) = serve_with(&tpm, keys.path(), &[], &env);
+
+    let work = tempdir();
+    let message = work.path().join("message.txt");
+    write(&message, "signed after remove-all?\n");
+    let mut pending = tool("ssh-keygen")
+        .env("SSH_AUTH_SOCK", agent.socket())
+        .args(["-Y", "sign", "-n", "file", "-f"])
+        .arg(&key.public)
+        .arg(&message)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start ssh-keygen -Y sign");
+    let opened = support::poll_until(Duration::from_secs(5), || calls.exists());
+    assert!(opened, "the prompt never opened:\n{}", agent.stderr());
+    assert_ok(
+        &run(tool("ssh-add")
+            .env("SSH_AUTH_SOCK", agent.socket())
+            .arg("-D")),
+        "ssh-add -D",
+    );
+
+    let status = pending.wait().expect("wait for ssh-keygen");
+    assert!(
+        !status.success(),
+        "signed with a key removed while its prompt was open"
+    );
+    assert!(
+        agent
+            .stderr_once_it_contains("removed while its PIN prompt was open")
+            .contains("the PIN was not used"),
+        "{}",
+        agent.stderr()
+    );
+
+    // The PIN typed meanwhile was not cached: adding the key again asks again.
+    let mut add = product("ssh-tpm-add");
+    add.env("SSH_TPM_AUTH_SOCK", agent.socket()).arg(&key.tpm);
+    assert_ok(&run(&mut add), "ssh-tpm-add");
+    assert_signs(&agent, &key);
+    assert_eq!(
+        read_text(&calls).lines().count(),
+        2,
+        "askpass {askpass_str}"
+    );
+}

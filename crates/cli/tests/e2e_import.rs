@@ -615,3 +615,36 @@ fn keys_under_endorsement_and_persistent_parents_sign() {
     assert_agent_signs(&tpm, keys.path(), &endorsement, &[]);
     assert_agent_signs(&tpm, keys.path(), &persistent, &[]);
 }
+
+/// Keys under three hierarchies take three storage keys; on swtpm (three object slots)
+/// they still all sign, in any order, and again after switching back.
+#[test]
+fn keys_under_three_hierarchies_all_sign() {
+    let tpm = Swtpm::start();
+    let keys = tempdir();
+    let mut files = Vec::new();
+    for parent in ["owner", "endorsement", "null"] {
+        let mut cmd = product("ssh-tpm-keygen");
+        cmd.arg("--tcti")
+            .arg(tpm.tcti())
+            .args(["-N", "", "--parent-handle", parent, "-f"]);
+        cmd.arg(keys.path().join(parent));
+        assert_ok(&run(&mut cmd), &format!("keygen --parent-handle {parent}"));
+        files.push(KeyFiles::at(keys.path(), parent));
+    }
+    let agent = Agent::serve(&tpm, keys.path(), &[]);
+    let message = keys.path().join("message");
+    write(&message, "one storage key at a time\n");
+    for key in files.iter().chain(files.iter()) {
+        let _ = std::fs::remove_file(keys.path().join("message.sig"));
+        let signed = sign_file(agent.socket(), &key.public, &message);
+        assert_ok(
+            &signed,
+            &format!("sign with {}:\n{}", key.tpm.display(), agent.stderr()),
+        );
+        assert_ok(
+            &verify_file(keys.path(), &key.public_line(), &message),
+            "verify",
+        );
+    }
+}

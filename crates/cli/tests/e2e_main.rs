@@ -710,3 +710,20 @@ fn socket_defaults_follow_the_environment() {
         describe(&out)
     );
 }
+
+#[test]
+fn ssh_tpm_add_refuses_what_is_not_a_regular_file() {
+    let dir = tempdir();
+    let fifo = dir.path().join("fifo.tpm");
+    assert_ok(&run(tool("mkfifo").arg(&fifo)), "mkfifo");
+    let mut add = product("ssh-tpm-add");
+    add.env("SSH_TPM_AUTH_SOCK", dir.path().join("no-agent.sock"))
+        .arg(&fifo);
+    let out = run_within(&mut add, b"", Duration::from_secs(10)).expect("ssh-tpm-add hung");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not a regular file"),
+        "{}",
+        describe(&out)
+    );
+}

@@ -729,3 +729,45 @@ fn destination_constraints_match_ssh_add_byte_for_byte() {
         "our encoding differs from ssh-add's"
     );
 }
+
+/// A `-A` socket that leads back to this agent through a symlink is refused at connection
+/// time: the request fails at once instead of calling itself without end.
+#[test]
+fn a_proxy_socket_that_is_a_link_to_ourselves_is_refused() {
+    let tpm = Swtpm::start();
+    let keys = tempdir();
+    let (key, _) = keygen(&tpm, keys.path(), "id", &["-N", ""]);
+    let dir = tempdir();
+    let own = dir.path().join("agent.sock");
+    let link = dir.path().join("link.sock");
+    std::os::unix::fs::symlink(&own, &link).expect("symlink");
+    let tcti = tpm.tcti();
+    let key_dir = keys.path().to_str().expect("UTF-8 path");
+    let link_arg = link.to_str().expect("UTF-8 path");
+    let agent = Agent::start(
+        &own,
+        &["--tcti", &tcti, "--key-dir", key_dir, "-A", link_arg],
+        &[],
+    );
+
+    let started = Instant::now();
+    let listed = ssh_add(&own, &["-L"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "listing took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        listed_keys(&listed),
+        vec![key.blob()],
+        "{}",
+        describe(&listed)
+    );
+    let log = agent.stderr_once_it_contains("connection from this agent itself");
+    assert!(log.contains("a -A socket is ours"), "{log}");
+    assert!(
+        log.lines().count() < 50,
+        "the loop logged {} lines",
+        log.lines().count()
+    );
+}

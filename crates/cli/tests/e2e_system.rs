@@ -354,3 +354,36 @@ fn sshd_serves_tpm_host_keys_through_the_agent() {
         "the server did not present a TPM host key:\n{log}"
     );
 }
+
+/// `ssh-add -d` and `-D` hold against file changes: a reload prompted by inotify does not
+/// bring removed keys back; an explicit SIGHUP does.
+#[test]
+fn keys_a_client_removed_stay_removed_until_sighup() {
+    let tpm = Swtpm::start();
+    let keys = tempdir();
+    let (first, _) = keygen(&tpm, keys.path(), "first", &["-N", ""]);
+    let mut agent = Agent::serve(&tpm, keys.path(), &[]);
+    assert_lists_soon(&agent, &[first.blob()], "at start");
+    assert_ok(&ssh_add(agent.socket(), &["-D"]), "ssh-add -D");
+    assert_lists_soon(&agent, &[], "after ssh-add -D");
+
+    // Another file appears: it is loaded, the removed one stays removed.
+    let other = tempdir();
+    let (second, _) = keygen(&tpm, other.path(), "second", &["-N", ""]);
+    for suffix in ["tpm", "pub"] {
+        fs::copy(
+            other.path().join(format!("second.{suffix}")),
+            keys.path().join(format!("second.{suffix}")),
+        )
+        .expect("copy key file");
+    }
+    let second_blob = key_blob(&fs::read_to_string(&second.public).expect("read .pub"));
+    assert_lists_soon(
+        &agent,
+        std::slice::from_ref(&second_blob),
+        "after a new file",
+    );
+
+    agent.send(Signal::HUP);
+    assert_lists_soon(&agent, &[first.blob(), second_blob], "after SIGHUP");
+}

@@ -415,6 +415,10 @@ impl Tpm {
             return Ok(*key);
         }
         let key = if handle::is_hierarchy(parent) {
+            // One hierarchy storage key at a time: swtpm holds three objects, and keys
+            // under several hierarchies would otherwise fill them with parents. Keys stay
+            // loaded when their parent goes.
+            self.flush_hierarchy_parents();
             let template = storage_primary()?;
             self.create_primary_in(parent, &template, "creating the storage key")?
         } else if handle::is_persistent(parent) {
@@ -424,8 +428,9 @@ impl Tpm {
             self.with_room(|ctx| ctx.tr_from_tpm_public(TpmHandle::Persistent(persistent)))
                 .map_err(|e| match response_kind(e) {
                     Some(Tss2ResponseCodeKind::Handle) => Error::Unsupported(format!(
-                        "the key's parent {parent:#010x} is not in this TPM; \
-                         the key belongs to another TPM or its parent was evicted"
+                        "the parent {parent:#010x} is not in this TPM (make it with \
+                         tpm2_evictcontrol; a key file naming it belongs to another TPM, or \
+                         its parent was evicted)"
                     )),
                     _ => Error::tss("reading the persistent parent", e),
                 })?
@@ -437,6 +442,18 @@ impl Tpm {
         };
         self.parents.push((parent, key));
         Ok(key)
+    }
+
+    fn flush_hierarchy_parents(&mut self) {
+        let ctx = &mut self.ctx;
+        self.parents.retain(|(parent, key)| {
+            if handle::is_hierarchy(*parent) {
+                let _ = ctx.flush_context((*key).into());
+                false
+            } else {
+                true
+            }
+        });
     }
 
     /// The HMAC session salted to `salt_key`, started once and reused.

@@ -117,7 +117,14 @@ const MAX_KEY_FILE: u64 = 64 * 1024;
 
 fn read_key_file(file: &Path) -> Result<Vec<u8>, CliError> {
     let cannot = |e| CliError::io(format!("cannot read {}", file.display()), e);
-    let size = std::fs::metadata(file).map_err(cannot)?.len();
+    let meta = std::fs::metadata(file).map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(CliError::Usage(format!(
+            "{} is not a regular file, so not a key file",
+            file.display()
+        )));
+    }
+    let size = meta.len();
     if size > MAX_KEY_FILE {
         return Err(CliError::Usage(format!(
             "{} is {size} bytes, too large for a TPM key file",

@@ -108,6 +108,7 @@ fn run(args: Args) -> Result<(), CliError> {
                 match &key_dir {
                     Some(dir) => {
                         tracing::info!(dir = %dir.display(), "SIGHUP: reloading keys");
+                        reloader.keyring().forget_removals();
                         load_keys(&reloader, dir);
                     }
                     None => tracing::info!("SIGHUP: no key directory to reload (--no-load)"),
