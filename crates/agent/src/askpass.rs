@@ -1,7 +1,8 @@
 //! Asking the user for a PIN, or to allow a use of a key, through `SSH_ASKPASS`, by OpenSSH's
 //! rules (ssh(1), ENVIRONMENT): `SSH_ASKPASS_REQUIRE=never` forbids it, `force` uses it
-//! unconditionally, and otherwise a display (`DISPLAY` or `WAYLAND_DISPLAY`) must be set,
-//! since the agent has no terminal.
+//! unconditionally, and otherwise a display (`DISPLAY` or `WAYLAND_DISPLAY`) must be set.
+//! When askpass cannot be used and the agent runs in the foreground of a terminal, a PIN is
+//! asked on that terminal instead, one prompt at a time.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -54,10 +55,43 @@ fn prompt_allowed(require: Option<&str>, has_display: bool) -> Result<()> {
 /// Shows `prompt` and returns what the user typed. An empty answer or a cancelled prompt
 /// is an error: an empty PIN is never sent on the user's behalf.
 pub async fn ask_pin(prompt: &str) -> Result<Pin> {
+    if let Err(no_askpass) = program() {
+        return match foreground_terminal() {
+            true => ask_on_terminal(prompt).await,
+            false => Err(no_askpass),
+        };
+    }
     let (success, mut answer) = run(prompt, false).await?;
     let pin = Pin::new(first_line(&answer).to_vec());
     answer.zeroize();
     if !success || pin.is_empty() {
+        return Err(Error::PromptCancelled);
+    }
+    Ok(pin)
+}
+
+/// Whether stdin is a terminal and this process is in its foreground process group (an
+/// agent started as `ssh-tpm-agent` in a shell, not with `&` or by systemd).
+fn foreground_terminal() -> bool {
+    let stdin = std::io::stdin();
+    if !rustix::termios::isatty(&stdin) {
+        return false;
+    }
+    rustix::termios::tcgetpgrp(&stdin).is_ok_and(|group| group == rustix::process::getpgrp())
+}
+
+/// Asks on the controlling terminal, without echo; prompts from concurrent requests take
+/// turns.
+async fn ask_on_terminal(prompt: &str) -> Result<Pin> {
+    static TERMINAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = TERMINAL.lock().await;
+    let prompt = prompt.to_string();
+    let answer = tokio::task::spawn_blocking(move || rpassword::prompt_password(prompt))
+        .await
+        .map_err(|e| Error::NoPrompt(format!("the terminal prompt failed: {e}")))?
+        .map_err(|e| Error::NoPrompt(format!("cannot read the PIN from the terminal: {e}")))?;
+    let pin = Pin::from(answer);
+    if pin.is_empty() {
         return Err(Error::PromptCancelled);
     }
     Ok(pin)

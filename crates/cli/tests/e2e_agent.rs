@@ -446,3 +446,74 @@ fn remove_all_while_a_pin_prompt_is_open_wins_over_the_pin() {
         "askpass {askpass_str}"
     );
 }
+
+/// An agent in the foreground of a terminal, without askpass, asks for the PIN there.
+#[test]
+fn foreground_agent_asks_for_the_pin_on_its_terminal() {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+
+    let tpm = Swtpm::start();
+    let (keys, key) = pin_key(&tpm);
+    let run_dir = tempdir();
+    let socket = run_dir.path().join("agent.sock");
+    let command = format!(
+        "exec '{}' --tcti '{}' --key-dir '{}' -l '{}'",
+        support::product_path("ssh-tpm-agent"),
+        tpm.tcti(),
+        keys.path().display(),
+        socket.display()
+    );
+    // script(1) runs the agent on a new pseudo-terminal, in its foreground, and relays our
+    // pipe to that terminal.
+    let mut terminal = tool("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start script(1)");
+    let screen = Arc::new(Mutex::new(String::new()));
+    let mut output = terminal.stdout.take().expect("script's stdout");
+    let shown = Arc::clone(&screen);
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 1024];
+        while let Ok(n) = output.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+            shown.lock().expect("screen").push_str(&text);
+        }
+    });
+    let up = support::poll_until(Duration::from_secs(10), || support::accepts_unix(&socket));
+    assert!(up, "agent did not start:\n{}", screen.lock().expect("screen"));
+
+    let signing = {
+        let socket = socket.clone();
+        let key = key.clone();
+        std::thread::spawn(move || sign(&socket, &key))
+    };
+    let asked = support::poll_until(Duration::from_secs(10), || {
+        screen.lock().expect("screen").contains("Enter PIN for TPM key")
+    });
+    assert!(asked, "no PIN prompt on the terminal:\n{}", screen.lock().expect("screen"));
+    let mut input = terminal.stdin.take().expect("script's stdin");
+    input.write_all(b"1234\n").expect("type the PIN");
+    input.flush().expect("flush");
+    let signed = signing.join().expect("signing thread");
+    assert_ok(&signed, "sign with the PIN typed on the terminal");
+
+    // A terminal hangup is a SIGHUP, which only reloads keys: stop the agent itself, found
+    // by its unique socket path, and script(1) ends with it.
+    let stop = run(tool("pkill").args(["-TERM", "-f"]).arg(socket.to_str().expect("UTF-8")));
+    assert_ok(&stop, "stop the agent");
+    drop(input);
+    let ended = support::poll_until(Duration::from_secs(5), || {
+        matches!(terminal.try_wait(), Ok(Some(_)))
+    });
+    if !ended {
+        let _ = terminal.kill();
+    }
+    let _ = terminal.wait();
+}
