@@ -487,7 +487,11 @@ fn foreground_agent_asks_for_the_pin_on_its_terminal() {
         }
     });
     let up = support::poll_until(Duration::from_secs(10), || support::accepts_unix(&socket));
-    assert!(up, "agent did not start:\n{}", screen.lock().expect("screen"));
+    assert!(
+        up,
+        "agent did not start:\n{}",
+        screen.lock().expect("screen")
+    );
 
     let signing = {
         let socket = socket.clone();
@@ -495,9 +499,16 @@ fn foreground_agent_asks_for_the_pin_on_its_terminal() {
         std::thread::spawn(move || sign(&socket, &key))
     };
     let asked = support::poll_until(Duration::from_secs(10), || {
-        screen.lock().expect("screen").contains("Enter PIN for TPM key")
+        screen
+            .lock()
+            .expect("screen")
+            .contains("Enter PIN for TPM key")
     });
-    assert!(asked, "no PIN prompt on the terminal:\n{}", screen.lock().expect("screen"));
+    assert!(
+        asked,
+        "no PIN prompt on the terminal:\n{}",
+        screen.lock().expect("screen")
+    );
     let mut input = terminal.stdin.take().expect("script's stdin");
     input.write_all(b"1234\n").expect("type the PIN");
     input.flush().expect("flush");
@@ -506,7 +517,9 @@ fn foreground_agent_asks_for_the_pin_on_its_terminal() {
 
     // A terminal hangup is a SIGHUP, which only reloads keys: stop the agent itself, found
     // by its unique socket path, and script(1) ends with it.
-    let stop = run(tool("pkill").args(["-TERM", "-f"]).arg(socket.to_str().expect("UTF-8")));
+    let stop = run(tool("pkill")
+        .args(["-TERM", "-f"])
+        .arg(socket.to_str().expect("UTF-8")));
     assert_ok(&stop, "stop the agent");
     drop(input);
     let ended = support::poll_until(Duration::from_secs(5), || {
