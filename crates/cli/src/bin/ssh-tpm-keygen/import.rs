@@ -29,24 +29,13 @@ pub fn import(args: Args, file: &Path) -> Result<(), CliError> {
     let mut tpm = open_tpm(&args)?;
     let key = read_private_key(file, &data, args.passphrase)?;
 
-    let stem = args
-        .file
-        .map(strip_tpm_suffix)
-        .unwrap_or_else(|| default_stem(file));
-    let (key_path, pub_path) = output_paths(&stem)?;
-    let comment = args
-        .comment
-        .or_else(|| Some(key.comment().to_string()).filter(|c| !c.is_empty()))
-        .unwrap_or_else(default_comment);
-    let mut public = PublicKey::from(key.ssh_public_key()?);
-    public.set_comment(&comment);
-    // ssh-keygen left FILE.pub beside FILE: the same key needs no question and keeps its file.
-    let keep_pub = holds_key(&pub_path, &public);
-    let mut overwritten = vec![key_path.as_path()];
-    if !keep_pub {
-        overwritten.push(&pub_path);
-    }
-    confirm_overwrite(&overwritten, "nothing was imported")?;
+    let Outputs {
+        key_path,
+        pub_path,
+        comment,
+        keep_pub,
+        ..
+    } = outputs(args.file, args.comment, &key, file, "nothing was imported")?;
     let pin = new_pin(args.pin)?;
     let parent = args.parent_handle.unwrap_or(handle::OWNER);
 
@@ -69,6 +58,51 @@ pub fn import(args: Args, file: &Path) -> Result<(), CliError> {
         file.display()
     );
     Ok(())
+}
+
+/// Where an imported or wrapped key goes, and what its public key file says.
+struct Outputs {
+    key_path: PathBuf,
+    pub_path: PathBuf,
+    comment: String,
+    /// The key's public half, with that comment.
+    public: PublicKey,
+    /// `NAME.pub` already holds this key (ssh-keygen left it beside the private key): it
+    /// needs no question and keeps its file.
+    keep_pub: bool,
+}
+
+/// Decides the output files for `key` read from `source` (`-f`, else beside `source`) and
+/// its comment (`-C`, else the key's own, else user@host), and asks before overwriting.
+fn outputs(
+    file: Option<PathBuf>,
+    comment: Option<String>,
+    key: &ExternalKey,
+    source: &Path,
+    declined: &str,
+) -> Result<Outputs, CliError> {
+    let stem = file
+        .map(strip_tpm_suffix)
+        .unwrap_or_else(|| default_stem(source));
+    let (key_path, pub_path) = output_paths(&stem)?;
+    let comment = comment
+        .or_else(|| Some(key.comment().to_string()).filter(|c| !c.is_empty()))
+        .unwrap_or_else(default_comment);
+    let mut public = PublicKey::from(key.ssh_public_key()?);
+    public.set_comment(&comment);
+    let keep_pub = holds_key(&pub_path, &public);
+    let mut overwritten = vec![key_path.as_path()];
+    if !keep_pub {
+        overwritten.push(&pub_path);
+    }
+    confirm_overwrite(&overwritten, declined)?;
+    Ok(Outputs {
+        key_path,
+        pub_path,
+        comment,
+        public,
+        keep_pub,
+    })
 }
 
 /// `--import FILE.tpm` for an importable key file: TPM2_Import with its encrypted seed,
@@ -167,23 +201,19 @@ pub fn wrap(args: Args, key_file: &Path, parent_file: &Path) -> Result<(), CliEr
     }
     let key = read_private_key(key_file, &data, args.passphrase)?;
 
-    let stem = args
-        .file
-        .map(strip_tpm_suffix)
-        .unwrap_or_else(|| default_stem(key_file));
-    let (key_path, pub_path) = output_paths(&stem)?;
-    let comment = args
-        .comment
-        .or_else(|| Some(key.comment().to_string()).filter(|c| !c.is_empty()))
-        .unwrap_or_else(default_comment);
-    let mut public = PublicKey::from(key.ssh_public_key()?);
-    public.set_comment(&comment);
-    let keep_pub = holds_key(&pub_path, &public);
-    let mut overwritten = vec![key_path.as_path()];
-    if !keep_pub {
-        overwritten.push(&pub_path);
-    }
-    confirm_overwrite(&overwritten, "nothing was wrapped")?;
+    let Outputs {
+        key_path,
+        pub_path,
+        public,
+        keep_pub,
+        ..
+    } = outputs(
+        args.file,
+        args.comment,
+        &key,
+        key_file,
+        "nothing was wrapped",
+    )?;
     let pin = new_pin(args.pin)?;
 
     let wrapped = ssh_tpm_tpm::wrap_key(&key, &pin, &parent, parent_handle)?;
