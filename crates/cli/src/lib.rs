@@ -6,6 +6,7 @@ pub mod files;
 pub mod owner;
 pub mod prompt;
 pub mod tpm_args;
+pub mod units;
 
 pub use error::CliError;
 

@@ -248,6 +248,85 @@ fn install_user_units_writes_units_systemd_accepts() {
 // ---------------------------------------------------------------------------------------------
 // Host keys
 
+/// `ssh-tpm-hostkeys --install-system-units` writes a system socket on the default
+/// `HostKeyAgent` path and a sandboxed root service serving the host keys, which systemd
+/// accepts; it replaces them only with `--force`.
+#[test]
+fn install_system_units_writes_units_systemd_accepts() {
+    let units = tempdir();
+    let install = |extra: &[&str]| {
+        run(product("ssh-tpm-hostkeys")
+            .arg("--install-system-units")
+            .arg("--unit-dir")
+            .arg(units.path())
+            .args(extra))
+    };
+    let out = install(&[]);
+    assert_ok(&out, "ssh-tpm-hostkeys --install-system-units");
+    assert!(
+        stdout(&out).contains(
+            "systemctl daemon-reload && systemctl enable --now ssh-tpm-agent-hostkeys.socket"
+        ),
+        "{}",
+        describe(&out)
+    );
+
+    let socket_path = units.path().join("ssh-tpm-agent-hostkeys.socket");
+    let service_path = units.path().join("ssh-tpm-agent-hostkeys.service");
+    let socket = fs::read_to_string(&socket_path).expect("socket unit");
+    let service = fs::read_to_string(&service_path).expect("service unit");
+    // The path --install-sshd-config names in HostKeyAgent by default.
+    assert!(
+        socket.contains("\nListenStream=/var/tmp/ssh-tpm-agent.sock\n"),
+        "{socket}"
+    );
+    let exec = format!(
+        "\nExecStart={} -l /var/tmp/ssh-tpm-agent.sock --key-dir /etc/ssh\n",
+        product_path("ssh-tpm-agent")
+    );
+    for line in [
+        exec.as_str(),
+        "\nProtectSystem=strict\n",
+        "\nNoNewPrivileges=yes\n",
+        "\nPrivateTmp=yes\n",
+        "\nDeviceAllow=/dev/tpmrm0 rw\n",
+        "\nReadOnlyPaths=/etc/ssh\n",
+    ] {
+        assert!(service.contains(line), "{line:?} missing from\n{service}");
+    }
+
+    let analyze = which("systemd-analyze", "/usr/bin/systemd-analyze");
+    if analyze.exists() {
+        let out = run(tool(analyze)
+            .arg("verify")
+            .arg(&socket_path)
+            .arg(&service_path));
+        assert_ok(&out, "systemd-analyze verify");
+        assert!(
+            support::stderr(&out).trim().is_empty(),
+            "{}",
+            describe(&out)
+        );
+    } else {
+        eprintln!("systemd-analyze is not installed; checked the units' key lines only");
+    }
+
+    fs::write(&service_path, "edited").expect("edit the service");
+    let again = install(&[]);
+    assert!(!again.status.success(), "{}", describe(&again));
+    assert!(
+        support::stderr(&again).contains("add --force"),
+        "{}",
+        describe(&again)
+    );
+    assert_eq!(
+        fs::read_to_string(&service_path).expect("service"),
+        "edited"
+    );
+    assert_ok(&install(&["--force"]), "--install-system-units --force");
+    assert_eq!(fs::read_to_string(&service_path).expect("service"), service);
+}
+
 /// `ssh-tpm-keygen -A` makes TPM host keys, `ssh-tpm-hostkeys --install-sshd-config` points
 /// sshd at them through the agent, and a client that knows only those keys logs in with
 /// StrictHostKeyChecking=yes.

@@ -1,10 +1,9 @@
 //! `ssh-tpm-agent --install-user-units`: writes a systemd user socket and service for the
 //! agent, so that systemd listens on its socket and starts the agent on first use.
 
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use ssh_tpm::{files, CliError};
+use ssh_tpm::{units, CliError};
 
 /// The socket unit's name; the service has the same stem.
 const SOCKET_UNIT: &str = "ssh-tpm-agent.socket";
@@ -69,35 +68,12 @@ Also=ssh-tpm-agent.socket
 /// an existing unit is replaced only with `force`. Prints what to run next.
 pub fn install(force: bool) -> Result<(), CliError> {
     let dir = unit_dir()?;
-    let exec = std::env::current_exe()
-        .map_err(|e| CliError::io("cannot tell where ssh-tpm-agent is installed", e))?;
-    let exec = exec.to_str().filter(|p| !p.contains(char::is_whitespace));
-    let exec = exec.ok_or_else(|| {
-        CliError::Usage(
-            "the path of ssh-tpm-agent is not UTF-8 or holds spaces; install it elsewhere".into(),
-        )
-    })?;
-    let units = [
-        (dir.join(SOCKET_UNIT), SOCKET_TEXT.to_string()),
-        (dir.join(SERVICE_UNIT), SERVICE_TEXT.replace("@EXEC@", exec)),
+    let exec = units::agent_exec()?;
+    let unit_files = [
+        (SOCKET_UNIT, SOCKET_TEXT.to_string()),
+        (SERVICE_UNIT, SERVICE_TEXT.replace("@EXEC@", &exec)),
     ];
-    if !force {
-        if let Some((existing, _)) = units.iter().find(|(path, _)| path.exists()) {
-            return Err(CliError::Usage(format!(
-                "{} already exists; add --force to replace it",
-                existing.display()
-            )));
-        }
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(&dir)
-        .map_err(|e| CliError::io(format!("cannot create {}", dir.display()), e))?;
-    for (path, text) in &units {
-        files::write_atomic(path, text.as_bytes(), 0o644)?;
-        println!("Wrote {}", path.display());
-    }
+    units::write_units(&dir, &unit_files, force)?;
     println!("Now run:");
     println!("  systemctl --user daemon-reload");
     println!("  systemctl --user enable --now {SOCKET_UNIT}");

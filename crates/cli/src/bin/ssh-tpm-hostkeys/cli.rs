@@ -2,12 +2,17 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{ArgGroup, Parser};
 
 /// List the TPM host keys made by `ssh-tpm-keygen -A`, or point sshd at them: sshd signs with
 /// them through the ssh-tpm-agent that serves them (HostKeyAgent).
 #[derive(Debug, Parser)]
 #[command(name = "ssh-tpm-hostkeys", version)]
+#[command(group(
+    ArgGroup::new("install")
+        .args(["install_sshd_config", "install_system_units"])
+        .multiple(true)
+))]
 pub struct Args {
     /// Directory of the host keys
     #[arg(long, value_name = "DIR", default_value = "/etc/ssh")]
@@ -30,7 +35,21 @@ pub struct Args {
     #[arg(long, value_name = "DIR", default_value = "/etc/ssh/sshd_config.d")]
     pub sshd_config_dir: PathBuf,
 
-    /// With --install-sshd-config: replace a snippet that exists
-    #[arg(long, requires = "install_sshd_config")]
+    /// Write ssh-tpm-agent-hostkeys.socket and .service: a sandboxed system agent that serves
+    /// the host keys on the socket at -l, then say what to run next
+    #[arg(long)]
+    pub install_system_units: bool,
+
+    /// Where the system units go
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/etc/systemd/system",
+        requires = "install_system_units"
+    )]
+    pub unit_dir: PathBuf,
+
+    /// With --install-sshd-config or --install-system-units: replace files that exist
+    #[arg(long, requires = "install")]
     pub force: bool,
 }

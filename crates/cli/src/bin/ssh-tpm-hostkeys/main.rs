@@ -1,7 +1,9 @@
 //! `ssh-tpm-hostkeys`: lists the TPM host keys that `ssh-tpm-keygen -A` made, and writes the
-//! sshd configuration that serves them through `ssh-tpm-agent` (sshd_config(5) `HostKeyAgent`).
+//! sshd configuration that serves them through `ssh-tpm-agent` (sshd_config(5) `HostKeyAgent`),
+//! and the system units that run that agent.
 
 mod cli;
+mod units;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,6 +26,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), CliError> {
+    if args.install_system_units {
+        units::install(&args)?;
+        if !args.install_sshd_config {
+            return Ok(());
+        }
+    }
     let keys = host_keys(&args.host_key_dir)?;
     if keys.is_empty() {
         return Err(CliError::Usage(format!(
