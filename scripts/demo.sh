@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 echo "==> building"
 cargo build --quiet --bins
-bin="$PWD/target/debug"
+bin="${CARGO_TARGET_DIR:-$PWD/target}/debug"
 
 demo=$(mktemp -d /tmp/ssh-tpm-demo.XXXXXX)
 chmod 700 "$demo"
