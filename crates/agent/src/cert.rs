@@ -100,7 +100,10 @@ mod tests {
 
     /// A P-256 key and a certificate for it made by `ssh-keygen -s ca -I test -n user id.pub`
     /// (no -V: valid forever, which ssh-key 0.6 cannot parse).
-    const KEY: &str = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBNNgaQDLQUVSTc2YDAesfFV7IiBxLDvk1lSqqX1i4VKye0W9MF0g0dGBeDyZkPduMX5HxllEQEaFmHWMrUO8tOE=";
+    const KEY: &str = concat!(
+        "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBNNgaQDLQUVSTc2",
+        "YDAesfFV7IiBxLDvk1lSqqX1i4VKye0W9MF0g0dGBeDyZkPduMX5HxllEQEaFmHWMrUO8tOE=",
+    );
 
     fn key() -> KeyData {
         ssh_key::PublicKey::from_openssh(KEY)
@@ -114,9 +117,10 @@ mod tests {
         let cert = CertBlob::from_openssh(include_str!("../tests/fixtures/forever-cert.pub"))
             .expect("a forever certificate is accepted");
         assert!(cert.certifies(&key()));
-        let other = ssh_key::PublicKey::from_openssh(
-            "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBD2MpILeZjObbw9kMuOePaUH91MGDx+1HY6LyYZl5KYZj3/PGSEerHTDVfgeqsyxb+5hZc+MFyPG26iK+RCWL+E=",
-        )
+        let other = ssh_key::PublicKey::from_openssh(concat!(
+            "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBD2MpILe",
+            "ZjObbw9kMuOePaUH91MGDx+1HY6LyYZl5KYZj3/PGSEerHTDVfgeqsyxb+5hZc+MFyPG26iK+RCWL+E=",
+        ))
         .expect("valid key");
         assert!(!cert.certifies(other.key_data()));
     }

@@ -9,17 +9,15 @@ use std::time::{Duration, Instant};
 use ssh_key::sha2::{Digest as _, Sha256, Sha384, Sha512};
 use ssh_tpm_keyfile::TpmKey;
 use ssh_tpm_tpm::KeySpec;
-use tss_esapi::attributes::{ObjectAttributesBuilder, SessionAttributesBuilder};
+use tss_esapi::attributes::SessionAttributesBuilder;
 use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
 use tss_esapi::constants::SessionType;
 use tss_esapi::handles::KeyHandle;
-use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
-use tss_esapi::interface_types::ecc::EccCurve;
+use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::{
-    Auth, Digest, EccPoint, HashScheme, HashcheckTicket, Private, Public, PublicBuilder,
-    PublicEccParametersBuilder, SignatureScheme, SymmetricDefinition, SymmetricDefinitionObject,
+    Auth, Digest, HashScheme, HashcheckTicket, Private, SignatureScheme, SymmetricDefinition,
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::tss2_esys::{TPM2B_DIGEST, TPMT_TK_HASHCHECK};
@@ -47,7 +45,9 @@ impl RawTpm {
     pub fn open(tcti: &str) -> Result<Self> {
         let conf = TctiNameConf::from_str(tcti).map_err(|e| Error::tpm("TCTI", e))?;
         let mut ctx = Context::new(conf).map_err(|e| Error::tpm("connecting", e))?;
-        let template = storage_key_template()?;
+        // The same H-2 storage key the agent uses, so the floor loads the same key files.
+        let template =
+            ssh_tpm_tpm::storage_primary().map_err(|e| Error::tpm("storage key template", e))?;
         let primary = ctx
             .execute_with_session(Some(AuthSession::Password), |ctx| {
                 ctx.create_primary(Hierarchy::Owner, template, None, None, None, None)
@@ -165,35 +165,6 @@ impl Drop for RawTpm {
         }
         let _ = self.ctx.flush_context(self.primary.into());
     }
-}
-
-/// The TCG H-2 storage key: ECC P-256, SHA-256, AES-128-CFB, empty unique.
-fn storage_key_template() -> Result<Public> {
-    let fail = |e: tss_esapi::Error| Error::tpm("storage key template", e);
-    let attributes = ObjectAttributesBuilder::new()
-        .with_fixed_tpm(true)
-        .with_fixed_parent(true)
-        .with_sensitive_data_origin(true)
-        .with_user_with_auth(true)
-        .with_no_da(true)
-        .with_restricted(true)
-        .with_decrypt(true)
-        .build()
-        .map_err(fail)?;
-    let parameters = PublicEccParametersBuilder::new_restricted_decryption_key(
-        SymmetricDefinitionObject::AES_128_CFB,
-        EccCurve::NistP256,
-    )
-    .build()
-    .map_err(fail)?;
-    PublicBuilder::new()
-        .with_public_algorithm(PublicAlgorithm::Ecc)
-        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
-        .with_object_attributes(attributes)
-        .with_ecc_parameters(parameters)
-        .with_ecc_unique_identifier(EccPoint::default())
-        .build()
-        .map_err(fail)
 }
 
 /// The null ticket for a digest the TPM did not make (Part 2, 10.7.6).

@@ -67,7 +67,8 @@ fn bench(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     for binary in ["ssh-tpm-agent", "ssh-tpm-keygen"] {
         if !bin_dir.join(binary).exists() {
             return Err(format!(
-                "{binary} is not in {}; build it (cargo build --release -p ssh-tpm) or pass --bin-dir",
+                "{binary} is not in {}; build it (cargo build --release -p ssh-tpm) or pass \
+                 --bin-dir",
                 bin_dir.display()
             )
             .into());

@@ -313,7 +313,8 @@ fn latency_line(out: &mut String, label: &str, pin: &str, serial: &Serial, askpa
     );
 }
 
-const LATENCY_HEADER: &str = "| signer | PIN | p50 ms | p95 ms | max ms | TPM cmds/sig | swtpm ms/sig | commands per signature | askpass/sig |\n|---|---|--:|--:|--:|--:|--:|---|--:|\n";
+const LATENCY_HEADER: &str = "| signer | PIN | p50 ms | p95 ms | max ms | TPM cmds/sig | \
+    swtpm ms/sig | commands per signature | askpass/sig |\n|---|---|--:|--:|--:|--:|--:|---|--:|\n";
 
 /// The whole report.
 pub fn markdown(r: &Results, command: &str) -> String {
@@ -425,7 +426,8 @@ fn concurrency_table(out: &mut String, r: &Results) {
     let _ = writeln!(
         out,
         "\n### Concurrent clients (ECDSA P-256)\n\n| signer | clients | signatures | errors | \
-         throughput /s | vs 1 client | p50 ms | p95 ms | worst ms | client mean ms, fastest–slowest | TPM cmds/sig |\n\
+         throughput /s | vs 1 client | p50 ms | p95 ms | worst ms | \
+         client mean ms, fastest–slowest | TPM cmds/sig |\n\
          |---|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|"
     );
     for who in [Who::Ours, Who::Pkcs11] {
@@ -471,7 +473,8 @@ fn concurrency_table(out: &mut String, r: &Results) {
 fn startup_table(out: &mut String, r: &Results) {
     let _ = writeln!(
         out,
-        "\n### Start-up and memory\n\n| agent | keys | spawn → keys listed | TPM commands at start | \
+        "\n### Start-up and memory\n\n| agent | keys | spawn → keys listed | \
+         TPM commands at start | \
          TPM commands per list | RSS idle | RSS after signing |\n|---|--:|--:|---|--:|--:|--:|"
     );
     let s = &r.ours_startup;
@@ -592,7 +595,8 @@ fn where_pin_time_goes(out: &mut String, r: &Results) {
     if let Some(op) = ours_pin {
         let _ = writeln!(
             out,
-            "| ssh-tpm-agent with a PIN, through the socket ({:.2} askpass runs per signature) | {} |",
+            "| ssh-tpm-agent with a PIN, through the socket ({:.2} askpass runs per signature) \
+             | {} |",
             op.askpass.unwrap_or(0.0),
             ms(op.serial.summary.p50)
         );

@@ -24,7 +24,10 @@ pub enum Error {
     Swtpm(String),
 
     /// The TPM rejected the PIN (TPM_RC_AUTH_FAIL / TPM_RC_BAD_AUTH).
-    #[error("wrong PIN: the TPM rejected it and counted a failed try{}", tries_left_text(*.tries_left))]
+    #[error(
+        "wrong PIN: the TPM rejected it and counted a failed try{}",
+        tries_left_text(*.tries_left)
+    )]
     WrongPin { tries_left: Option<u32> },
 
     /// The key needs a PIN and none was given; the TPM was not asked.

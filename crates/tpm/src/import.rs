@@ -305,10 +305,11 @@ pub(crate) fn put_tpm2b(out: &mut Vec<u8>, bytes: &[u8]) {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn p256_key() -> ExternalKey {
+    /// A P-256 key for tests here and in [`crate::wrap`].
+    pub(crate) fn p256_key() -> ExternalKey {
         // A throwaway test key: `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`.
         let pem = "-----BEGIN PRIVATE KEY-----\n\
             MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg2/EdKdN3mL02dAqh\n\

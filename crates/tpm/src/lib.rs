@@ -28,5 +28,5 @@ pub use secret::Pin;
 pub use service::TpmService;
 pub use swtpm::EmbeddedSwtpm;
 pub use target::{embedded_state_dir, TpmTarget, DEFAULT_TCTI};
-pub use template::KeySpec;
+pub use template::{storage_primary, KeySpec};
 pub use wrap::{wrap_key, WrapParent};

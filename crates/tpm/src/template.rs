@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use tss_esapi::attributes::ObjectAttributesBuilder;
+use tss_esapi::attributes::{ObjectAttributes, ObjectAttributesBuilder};
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
@@ -112,11 +112,10 @@ impl fmt::Display for KeySpec {
     }
 }
 
-/// The TCG storage primary key template H-2 (TCG EK Credential Profile / Provisioning
-/// Guidance): ECC P-256, SHA-256, AES-128-CFB, and an *empty* unique field. Hierarchy parents
-/// in key files stand for exactly this key; any other unique value makes a different key.
-pub fn storage_primary() -> Result<Public> {
-    let attributes = ObjectAttributesBuilder::new()
+/// The attributes every storage primary has (TCG templates H-1 and H-2): a restricted
+/// decryption key that never leaves this TPM and needs no dictionary-attack protection.
+fn storage_attributes(op: &'static str) -> Result<ObjectAttributes> {
+    ObjectAttributesBuilder::new()
         .with_fixed_tpm(true)
         .with_fixed_parent(true)
         .with_sensitive_data_origin(true)
@@ -125,7 +124,14 @@ pub fn storage_primary() -> Result<Public> {
         .with_restricted(true)
         .with_decrypt(true)
         .build()
-        .map_err(|e| Error::tss("building the storage key template", e))?;
+        .map_err(|e| Error::tss(op, e))
+}
+
+/// The TCG storage primary key template H-2 (TCG EK Credential Profile / Provisioning
+/// Guidance): ECC P-256, SHA-256, AES-128-CFB, and an *empty* unique field. Hierarchy parents
+/// in key files stand for exactly this key; any other unique value makes a different key.
+pub fn storage_primary() -> Result<Public> {
+    let attributes = storage_attributes("building the storage key template")?;
     let parameters = PublicEccParametersBuilder::new_restricted_decryption_key(
         SymmetricDefinitionObject::AES_128_CFB,
         EccCurve::NistP256,
@@ -147,16 +153,7 @@ pub fn storage_primary() -> Result<Public> {
 /// as openssl_tpm2_engine creates it.
 pub fn storage_primary_rsa() -> Result<Public> {
     let op = "building the RSA storage key template";
-    let attributes = ObjectAttributesBuilder::new()
-        .with_fixed_tpm(true)
-        .with_fixed_parent(true)
-        .with_sensitive_data_origin(true)
-        .with_user_with_auth(true)
-        .with_no_da(true)
-        .with_restricted(true)
-        .with_decrypt(true)
-        .build()
-        .map_err(|e| Error::tss(op, e))?;
+    let attributes = storage_attributes(op)?;
     let parameters = PublicRsaParametersBuilder::new_restricted_decryption_key(
         SymmetricDefinitionObject::AES_128_CFB,
         RsaKeyBits::Rsa2048,

@@ -304,13 +304,7 @@ mod tests {
     use p256::elliptic_curve::sec1::FromEncodedPoint as _;
 
     fn test_key() -> ExternalKey {
-        // A throwaway test key: `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`.
-        let pem = "-----BEGIN PRIVATE KEY-----\n\
-            MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg2/EdKdN3mL02dAqh\n\
-            0Juz4WbsIEKOpzR4uRTInNkgiCuhRANCAAScEYvAHeWuWiWU59elI0AI6/z0xi1l\n\
-            yQgmKMB4a6PEAtqSETy4rQgWF17n36WtxTQ4S+J4QP73/sbHhKMDRFO5\n\
-            -----END PRIVATE KEY-----\n";
-        ExternalKey::from_bytes(pem.as_bytes(), None).unwrap()
+        crate::import::tests::p256_key()
     }
 
     #[test]

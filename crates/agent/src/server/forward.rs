@@ -134,7 +134,8 @@ impl Agent {
                 reason: format!("{refused} the {}", what_is_added(kind)),
             });
         }
-        tracing::info!(agent = %socket.display(), "{} passed to another agent", what_is_added(kind));
+        let what = what_is_added(kind);
+        tracing::info!(agent = %socket.display(), "{what} passed to another agent");
         Ok(answer)
     }
 }
