@@ -1,0 +1,1 @@
+//! The ssh-tpm certificate authority: attested enrolment and short-lived SSH user certificates.

@@ -1,0 +1,1 @@
+//! The ssh-tpm CA client: enrolment, certificate renewal, status.
