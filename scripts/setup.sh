@@ -21,3 +21,7 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
   echo "==> installing cargo-nextest"
   cargo install --locked cargo-nextest
 fi
+if ! command -v cargo-deny >/dev/null 2>&1; then
+  echo "==> installing cargo-deny"
+  cargo install --locked cargo-deny
+fi
