@@ -3,6 +3,7 @@
 //!
 //! The library logs nothing above `debug`; the binaries decide what the user sees.
 
+mod attestation;
 mod change_auth;
 mod device;
 mod error;
@@ -18,6 +19,7 @@ mod target;
 mod template;
 mod wrap;
 
+pub use attestation::{AkTemplate, Attestation, EkKind, Quote};
 pub use device::{LockoutStatus, SignHash, Tpm};
 pub use error::{Error, Result};
 pub use external::{ExternalKey, SecretBytes};
