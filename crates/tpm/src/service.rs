@@ -72,6 +72,15 @@ impl TpmService {
         }
     }
 
+    /// A service with no TPM behind it: every job is refused as if the TPM thread had
+    /// stopped. For exercising what comes before the TPM (protocol tests, fuzzing).
+    pub fn without_tpm() -> Self {
+        TpmService {
+            jobs: None,
+            thread: None,
+        }
+    }
+
     /// Queues `job`; `done` receives its result on the TPM thread.
     pub fn submit<T: Send + 'static>(
         &self,
