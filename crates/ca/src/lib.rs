@@ -1,1 +1,19 @@
 //! The ssh-tpm certificate authority: attested enrolment and short-lived SSH user certificates.
+//!
+//! `docs/protocol.md` is the wire contract and `docs/ca.md` the operator's guide. The library
+//! holds everything; the `ssh-tpm-ca` binary only parses arguments and sets up logging.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod config;
+pub mod store;
+
+pub use config::Config;
+pub use store::{SqliteStore, Store};
+
+/// The current time in Unix seconds.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
