@@ -22,7 +22,7 @@ use tss_esapi::traits::Marshall;
 use tss_esapi::tss2_esys::{TPM2B_DIGEST, TPMT_TK_HASHCHECK};
 use tss_esapi::Context;
 
-use crate::error::{response_kind, Error, Result};
+use crate::error::{response_kind, retry_busy, Error, Result, BUSY_RETRY};
 use crate::policy::{self, pin_need, KeyPolicy, PinNeed};
 use crate::public::{decode_public, key_spec, ssh_signature};
 use crate::secret::Pin;
@@ -228,7 +228,11 @@ impl Tpm {
 
     /// Reads the dictionary-attack state in one TPM2_GetCapability.
     pub fn lockout_status(&mut self) -> Result<LockoutStatus> {
-        let result = self.lockout_status_once();
+        let result = retry_busy(
+            BUSY_RETRY,
+            || self.lockout_status_once(),
+            std::thread::sleep,
+        );
         self.note(result)
     }
 
@@ -277,7 +281,11 @@ impl Tpm {
     /// Creates a signing key under `parent`: a hierarchy's H-2 storage key, or a
     /// persistent storage key.
     pub fn create_key_under(&mut self, spec: KeySpec, pin: &Pin, parent: u32) -> Result<TpmKey> {
-        let result = self.create_key_once(spec, pin, parent);
+        let result = retry_busy(
+            BUSY_RETRY,
+            || self.create_key_once(spec, pin, parent),
+            std::thread::sleep,
+        );
         self.note(result)
     }
 
@@ -313,7 +321,11 @@ impl Tpm {
         hash: SignHash,
         data: &[u8],
     ) -> Result<ssh_key::Signature> {
-        let result = self.sign_once(key, pin, hash, data);
+        let result = retry_busy(
+            BUSY_RETRY,
+            || self.sign_once(key, pin, hash, data),
+            std::thread::sleep,
+        );
         self.note(result)
     }
 

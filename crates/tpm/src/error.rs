@@ -162,6 +162,64 @@ impl Error {
     }
 }
 
+/// How often, and how patiently, a command is sent again when the TPM answers with a
+/// warning that asks for that: TPM_RC_RETRY, TPM_RC_YIELDED or TPM_RC_TESTING (TPM 2.0
+/// Part 2, 6.6.3). tss2-esys already resubmits a few times without pausing; this adds
+/// pauses, so that a TPM busy with self-tests or another locality gets time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RetryPolicy {
+    /// Tries in all, the first included.
+    pub attempts: u32,
+    /// The pause after the first busy answer; each next one doubles, up to `max_delay`.
+    pub first_delay: std::time::Duration,
+    pub max_delay: std::time::Duration,
+}
+
+/// 6 tries over at most 10 + 20 + 40 + 80 + 160 ms: long enough for swtpm's and most
+/// chips' self-tests, short enough that a stuck TPM is reported within a second.
+pub(crate) const BUSY_RETRY: RetryPolicy = RetryPolicy {
+    attempts: 6,
+    first_delay: std::time::Duration::from_millis(10),
+    max_delay: std::time::Duration::from_millis(500),
+};
+
+/// Runs `op` until it returns anything but a busy warning (see [`RetryPolicy`]), at most
+/// `policy.attempts` times, calling `sleep` between tries.
+pub(crate) fn retry_busy<T>(
+    policy: RetryPolicy,
+    mut op: impl FnMut() -> Result<T>,
+    mut sleep: impl FnMut(std::time::Duration),
+) -> Result<T> {
+    let mut delay = policy.first_delay;
+    let mut attempt = 1;
+    loop {
+        match op() {
+            Err(e) if attempt < policy.attempts && is_busy(&e) => {
+                tracing::debug!("TPM busy ({e}); trying again in {} ms", delay.as_millis());
+                sleep(delay);
+                delay = (delay * 2).min(policy.max_delay);
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether the TPM asked for the command to be sent again.
+fn is_busy(error: &Error) -> bool {
+    let Error::Tss { source, .. } = error else {
+        return false;
+    };
+    matches!(
+        response_kind(*source),
+        Some(
+            Tss2ResponseCodeKind::Retry
+                | Tss2ResponseCodeKind::Yielded
+                | Tss2ResponseCodeKind::Testing
+        )
+    )
+}
+
 /// The raw TSS2_RC of an error. tss-esapi 7 keeps it private but prints it in hex.
 fn raw_code(error: tss_esapi::Error) -> Option<u32> {
     let text = match error {
@@ -246,6 +304,65 @@ mod tests {
             Error::tss("signing", auth_fail),
             Error::WrongPin { .. }
         ));
+    }
+
+    /// TPM_RC_RETRY, TPM_RC_YIELDED and TPM_RC_TESTING as a TPM sends them.
+    const RETRY: u32 = 0x922;
+    const YIELDED: u32 = 0x908;
+    const TESTING: u32 = 0x90A;
+    const AUTH_FAIL: u32 = 0x98E;
+
+    /// Runs [`retry_busy`] against a TPM that answers `codes` in turn (0: success); returns
+    /// the result, how many commands were sent and the pauses taken.
+    fn against(codes: &[u32]) -> (Result<u32>, usize, Vec<u128>) {
+        let mut sent = 0;
+        let mut pauses = Vec::new();
+        let result = retry_busy(
+            BUSY_RETRY,
+            || {
+                let code = codes[sent];
+                sent += 1;
+                match code {
+                    0 => Ok(7),
+                    rc => Err(Error::tss(
+                        "signing",
+                        tss_esapi::Error::Tss2Error(Tss2ResponseCode::from(rc)),
+                    )),
+                }
+            },
+            |pause| pauses.push(pause.as_millis()),
+        );
+        (result, sent, pauses)
+    }
+
+    #[test]
+    fn busy_answers_are_retried_with_growing_pauses() {
+        let (result, sent, pauses) = against(&[RETRY, YIELDED, TESTING, 0]);
+        assert_eq!(result.ok(), Some(7));
+        assert_eq!(sent, 4);
+        assert_eq!(pauses, [10, 20, 40]);
+    }
+
+    #[test]
+    fn a_tpm_that_stays_busy_is_reported_after_the_last_try() {
+        let (result, sent, pauses) = against(&[RETRY; 10]);
+        assert_eq!(sent, 6, "tries in all");
+        assert_eq!(pauses, [10, 20, 40, 80, 160]);
+        let error = result.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.starts_with("TPM error during signing: "), "{error}");
+    }
+
+    #[test]
+    fn other_failures_are_not_retried() {
+        let (result, sent, pauses) = against(&[AUTH_FAIL, 0]);
+        assert!(matches!(result, Err(Error::WrongPin { .. })), "{result:?}");
+        assert_eq!((sent, pauses.len()), (1, 0));
+        let (result, sent, _) = against(&[0x000A_000A, 0]);
+        assert!(
+            matches!(result, Err(Error::ConnectionLost { .. })),
+            "{result:?}"
+        );
+        assert_eq!(sent, 1, "a lost connection is the service's to handle");
     }
 
     #[test]
