@@ -456,6 +456,13 @@ impl Tpm {
         Ok(key)
     }
 
+    /// Flushes the storage primaries (made again when needed), for a command that needs
+    /// the room and no parent. Persistent parents take no transient slot and stay.
+    pub(crate) fn flush_parents(&mut self) {
+        self.flush_hierarchy_parents();
+        while self.flush_rsa_parent() {}
+    }
+
     fn flush_hierarchy_parents(&mut self) {
         let ctx = &mut self.ctx;
         self.parents.retain(|(parent, key)| {

@@ -7,8 +7,14 @@
 
 use zeroize::Zeroizing;
 
+mod ak;
+mod certify;
+mod credential;
+mod ek;
+mod quote;
+
 use crate::device::Tpm;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::secret::Pin;
 
 /// The EK kinds whose certificates a TPM keeps in NV (TCG EK Credential Profile 2.x, 2.2.1.5).
@@ -63,31 +69,36 @@ pub enum AkTemplate {
     Variant(u8),
 }
 
-fn not_yet(what: &str) -> Error {
-    Error::Unsupported(format!("{what} is not implemented yet"))
-}
-
 impl Tpm {
     /// The EK certificates (DER) this TPM holds, of whichever kinds it has; empty if none.
+    /// Each is read in as many TPM2_NV_Read calls as the TPM's NV buffer needs, and NV
+    /// padding after the certificate is cut off.
     pub fn ek_certificates(&mut self) -> Result<Vec<(EkKind, Vec<u8>)>> {
-        Err(not_yet("reading EK certificates"))
+        let result = self.ek_certificates_once();
+        self.note(result)
     }
 
     /// The marshalled TPMT_PUBLIC of the attestation key `ak`.
     pub fn attestation_key_public(&mut self, ak: AkTemplate) -> Result<Vec<u8>> {
-        let _ = ak;
-        Err(not_yet("the attestation key"))
+        let result = self.attestation_key_public_once(ak);
+        self.note(result)
     }
 
     /// The DER SubjectPublicKeyInfo of the EK this TPM makes from the standard template
-    /// of `ek`.
+    /// of `ek`, to compare with the EK certificate's before enrolling.
     pub fn ek_public_key_der(&mut self, ek: EkKind) -> Result<Vec<u8>> {
-        let _ = ek;
-        Err(not_yet("the EK public key"))
+        let result = self.ek_public_key_der_once(ek);
+        self.note(result)
     }
 
-    /// TPM2_ActivateCredential: opens a credential made for the EK `ek` and the AK `ak`
-    /// and returns the secret in it.
+    /// TPM2_ActivateCredential: opens a credential made (TPM2_MakeCredential) for the EK of
+    /// kind `ek` and the name of the AK `ak`, and returns the secret in it.
+    ///
+    /// # Errors
+    ///
+    /// A credential made for another EK or AK, or altered, is refused with a message that
+    /// says so, or that this TPM's EK is not made from the standard template when that is
+    /// the reason.
     pub fn activate_credential(
         &mut self,
         ek: EkKind,
@@ -95,12 +106,17 @@ impl Tpm {
         credential_blob: &[u8],
         encrypted_secret: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
-        let _ = (ek, ak, credential_blob, encrypted_secret);
-        Err(not_yet("activating a credential"))
+        let result = self.activate_credential_once(ek, ak, credential_blob, encrypted_secret);
+        self.note(result)
     }
 
-    /// TPM2_Certify: the AK `ak` certifies that `key` lives in this TPM, over
-    /// `qualifying_data`.
+    /// TPM2_Certify: the AK `ak` signs that `key` is loaded in this TPM, over
+    /// `qualifying_data`. The key is authorized by `pin` (empty for keys without one).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WrongPin`] with the tries left, never retried; [`Error::PinRequired`] for a
+    /// PIN key and an empty PIN; keys with a policy are not supported yet.
     pub fn certify_key(
         &mut self,
         key: &ssh_tpm_keyfile::TpmKey,
@@ -108,13 +124,14 @@ impl Tpm {
         ak: AkTemplate,
         qualifying_data: &[u8],
     ) -> Result<Attestation> {
-        let _ = (key, pin, ak, qualifying_data);
-        Err(not_yet("certifying a key"))
+        let result = self.certify_key_once(key, pin, ak, qualifying_data);
+        self.note(result)
     }
 
-    /// TPM2_Quote of the SHA-256 PCRs `pcrs` by the AK `ak`, with the values quoted.
+    /// TPM2_Quote of the SHA-256 PCRs `pcrs` by the AK `ak` over `qualifying_data`, with the
+    /// values it covers: their SHA-256 in ascending order is the quote's pcrDigest.
     pub fn quote(&mut self, ak: AkTemplate, qualifying_data: &[u8], pcrs: &[u8]) -> Result<Quote> {
-        let _ = (ak, qualifying_data, pcrs);
-        Err(not_yet("quoting PCRs"))
+        let result = self.quote_once(ak, qualifying_data, pcrs);
+        self.note(result)
     }
 }
