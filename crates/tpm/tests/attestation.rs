@@ -139,18 +139,29 @@ fn ek_certificates_are_read_and_match_the_eks_made_from_the_templates() {
 /// A credential for `secret` made by tpm2-tools without a TPM, to the EK at the persistent
 /// handle swtpm_setup left (the same key the template makes) and the AK's name.
 fn make_credential(swtpm: &Swtpm, ek_handle: &str, ak_public: &[u8], secret: &[u8]) -> Credential {
-    let dir = swtpm.scratch();
-    let ek_pub = dir.join(format!("ek-{ek_handle}.pub"));
+    let ek_pub = swtpm.scratch().join(format!("ek-{ek_handle}.pub"));
     swtpm.tpm2(
         "tpm2_readpublic",
         &["-c", ek_handle, "-o", ek_pub.to_str().unwrap()],
     );
+    make_credential_to(swtpm, &ek_pub, ak_public, secret)
+}
+
+/// A credential made by tpm2-tools without a TPM, to the EK whose TPM2B_PUBLIC is in
+/// `ek_pub`.
+fn make_credential_to(
+    swtpm: &Swtpm,
+    ek_pub: &std::path::Path,
+    ak_public: &[u8],
+    secret: &[u8],
+) -> Credential {
+    let dir = swtpm.scratch();
     fs::write(dir.join("secret"), secret).unwrap();
     let blob = dir.join("credential");
     let out = ek_swtpm::run(
         std::process::Command::new("tpm2_makecredential")
             .args(["-T", "none", "-u"])
-            .arg(&ek_pub)
+            .arg(ek_pub)
             .arg("-n")
             .arg(hex(&name(ak_public)))
             .arg("-s")
@@ -408,6 +419,153 @@ fn quote_covers_the_returned_pcr_values() {
         );
         check_with_tpm2_print(&swtpm, &quote.attestation.attest, &qualifying);
     }
+    drop(tpm);
+    assert_eq!(swtpm.transient_handles(), Vec::<String>::new());
+}
+
+/// Runs openssl in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = ek_swtpm::run(
+        std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args),
+    );
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        ek_swtpm::describe(&out)
+    );
+}
+
+/// swtpm_setup makes no P-256 EK certificate: this test issues one from the local CA for
+/// the L-2 EK, longer than one TPM2_NV_Read (swtpm's NV buffer is 1024 bytes), in an index
+/// larger than the certificate, and enrols with that EK.
+#[test]
+fn p256_ek_certificate_longer_than_one_nv_read_and_its_ek() {
+    let swtpm = Swtpm::start();
+    let dir = swtpm.scratch().to_path_buf();
+    let (spki_der, ak_public) = {
+        let mut tpm = open(&swtpm);
+        assert!(
+            tpm.ek_certificates().unwrap().len() == 2,
+            "no P-256 certificate yet"
+        );
+        (
+            tpm.ek_public_key_der(EkKind::EccP256).unwrap(),
+            tpm.attestation_key_public(AkTemplate::Standard).unwrap(),
+        )
+    };
+
+    // The certificate: the EK's key forced into a request made with a throwaway key, a
+    // long comment extension to pass 1024 bytes, signed by swtpm's local CA.
+    let ca = ek_swtpm::manufactured().join("ca");
+    fs::write(dir.join("ek.der"), &spki_der).unwrap();
+    fs::write(
+        dir.join("ext.cnf"),
+        format!("nsComment = \"{}\"\n", "padding ".repeat(80)),
+    )
+    .unwrap();
+    openssl(
+        &dir,
+        &[
+            "pkey", "-pubin", "-inform", "DER", "-in", "ek.der", "-out", "ek.pem",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "throwaway.key",
+            "-subj",
+            "/CN=P-256 EK",
+            "-out",
+            "ek.csr",
+        ],
+    );
+    let issuer = ca.join("issuercert.pem");
+    let signer = ca.join("signkey.pem");
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "ek.csr",
+            "-force_pubkey",
+            "ek.pem",
+            "-CA",
+            issuer.to_str().unwrap(),
+            "-CAkey",
+            signer.to_str().unwrap(),
+            "-set_serial",
+            "7",
+            "-days",
+            "30",
+            "-extfile",
+            "ext.cnf",
+            "-outform",
+            "DER",
+            "-out",
+            "cert.der",
+        ],
+    );
+    let certificate = fs::read(dir.join("cert.der")).unwrap();
+    assert!(certificate.len() > 1024, "{} bytes", certificate.len());
+    let size = (certificate.len() + 64).to_string();
+    let attributes = "ownerread|ownerwrite|authread|authwrite|no_da";
+    swtpm.tpm2(
+        "tpm2_nvdefine",
+        &["0x01c0000a", "-C", "o", "-s", &size, "-a", attributes],
+    );
+    let cert_path = dir.join("cert.der");
+    swtpm.tpm2(
+        "tpm2_nvwrite",
+        &["0x01c0000a", "-C", "o", "-i", cert_path.to_str().unwrap()],
+    );
+
+    // The L-2 EK's public area for tpm2_makecredential, from tpm2-tools' own template.
+    let ek_pub = dir.join("ek-p256.pub");
+    let ek_ctx = dir.join("ek-p256.ctx");
+    swtpm.tpm2(
+        "tpm2_createek",
+        &[
+            "-G",
+            "ecc",
+            "-u",
+            ek_pub.to_str().unwrap(),
+            "-c",
+            ek_ctx.to_str().unwrap(),
+        ],
+    );
+    swtpm.tpm2("tpm2_flushcontext", &["-t"]);
+    let secret = b"p-256 challenge";
+    let credential = make_credential_to(&swtpm, &ek_pub, &ak_public, secret);
+
+    let mut tpm = open(&swtpm);
+    let certificates = tpm.ek_certificates().unwrap();
+    let kinds: Vec<EkKind> = certificates.iter().map(|(kind, _)| *kind).collect();
+    assert_eq!(kinds, [EkKind::Rsa2048, EkKind::EccP256, EkKind::EccP384]);
+    assert_eq!(
+        certificates[1].1, certificate,
+        "read whole, NV padding cut off"
+    );
+    assert_eq!(spki(&certificates[1].1), spki_der);
+    let opened = tpm
+        .activate_credential(
+            EkKind::EccP256,
+            AkTemplate::Standard,
+            &credential.blob,
+            &credential.secret,
+        )
+        .unwrap();
+    assert_eq!(opened.as_slice(), secret);
     drop(tpm);
     assert_eq!(swtpm.transient_handles(), Vec::<String>::new());
 }

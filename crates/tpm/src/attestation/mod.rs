@@ -74,20 +74,20 @@ impl Tpm {
     /// Each is read in as many TPM2_NV_Read calls as the TPM's NV buffer needs, and NV
     /// padding after the certificate is cut off.
     pub fn ek_certificates(&mut self) -> Result<Vec<(EkKind, Vec<u8>)>> {
-        let result = self.ek_certificates_once();
+        let result = self.busy_retried(|tpm| tpm.ek_certificates_once());
         self.note(result)
     }
 
     /// The marshalled TPMT_PUBLIC of the attestation key `ak`.
     pub fn attestation_key_public(&mut self, ak: AkTemplate) -> Result<Vec<u8>> {
-        let result = self.attestation_key_public_once(ak);
+        let result = self.busy_retried(|tpm| tpm.attestation_key_public_once(ak));
         self.note(result)
     }
 
     /// The DER SubjectPublicKeyInfo of the EK this TPM makes from the standard template
     /// of `ek`, to compare with the EK certificate's before enrolling.
     pub fn ek_public_key_der(&mut self, ek: EkKind) -> Result<Vec<u8>> {
-        let result = self.ek_public_key_der_once(ek);
+        let result = self.busy_retried(|tpm| tpm.ek_public_key_der_once(ek));
         self.note(result)
     }
 
@@ -106,7 +106,9 @@ impl Tpm {
         credential_blob: &[u8],
         encrypted_secret: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
-        let result = self.activate_credential_once(ek, ak, credential_blob, encrypted_secret);
+        let result = self.busy_retried(|tpm| {
+            tpm.activate_credential_once(ek, ak, credential_blob, encrypted_secret)
+        });
         self.note(result)
     }
 
@@ -124,14 +126,22 @@ impl Tpm {
         ak: AkTemplate,
         qualifying_data: &[u8],
     ) -> Result<Attestation> {
-        let result = self.certify_key_once(key, pin, ak, qualifying_data);
+        let result = self.busy_retried(|tpm| tpm.certify_key_once(key, pin, ak, qualifying_data));
         self.note(result)
     }
 
     /// TPM2_Quote of the SHA-256 PCRs `pcrs` by the AK `ak` over `qualifying_data`, with the
     /// values it covers: their SHA-256 in ascending order is the quote's pcrDigest.
     pub fn quote(&mut self, ak: AkTemplate, qualifying_data: &[u8], pcrs: &[u8]) -> Result<Quote> {
-        let result = self.quote_once(ak, qualifying_data, pcrs);
+        let result = self.busy_retried(|tpm| tpm.quote_once(ak, qualifying_data, pcrs));
         self.note(result)
+    }
+}
+
+impl Tpm {
+    /// Runs one of the commands above again while the TPM answers that it is busy (see
+    /// [`crate::error::retry_busy`]); each try leaves nothing loaded, so a retry starts clean.
+    fn busy_retried<T>(&mut self, mut op: impl FnMut(&mut Tpm) -> Result<T>) -> Result<T> {
+        crate::error::retry_busy(crate::error::BUSY_RETRY, || op(self), std::thread::sleep)
     }
 }
