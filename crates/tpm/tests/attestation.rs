@@ -569,3 +569,54 @@ fn p256_ek_certificate_longer_than_one_nv_read_and_its_ek() {
     drop(tpm);
     assert_eq!(swtpm.transient_handles(), Vec::<String>::new());
 }
+
+/// A TPM whose EK certificate is not for the EK the standard template makes: the refusal
+/// says that the template is not the standard one, not that the credential is bad.
+#[test]
+fn a_certificate_for_another_key_is_named_as_the_reason() {
+    let swtpm = Swtpm::start();
+    let (rsa_certificate, ak_public) = {
+        let mut tpm = open(&swtpm);
+        let certificates = tpm.ek_certificates().unwrap();
+        (
+            certificates[0].1.clone(),
+            tpm.attestation_key_public(AkTemplate::Standard).unwrap(),
+        )
+    };
+    // The RSA EK's certificate where the P-256 one belongs.
+    let path = swtpm.scratch().join("rsa.der");
+    fs::write(&path, &rsa_certificate).unwrap();
+    let size = rsa_certificate.len().to_string();
+    swtpm.tpm2(
+        "tpm2_nvdefine",
+        &[
+            "0x01c0000a",
+            "-C",
+            "o",
+            "-s",
+            &size,
+            "-a",
+            "ownerread|ownerwrite|authread|no_da",
+        ],
+    );
+    swtpm.tpm2(
+        "tpm2_nvwrite",
+        &["0x01c0000a", "-C", "o", "-i", path.to_str().unwrap()],
+    );
+    let credential = make_credential(&swtpm, "0x81010016", &ak_public, b"secret");
+
+    let mut tpm = open(&swtpm);
+    let err = tpm
+        .activate_credential(
+            EkKind::EccP256,
+            AkTemplate::Standard,
+            &credential.blob,
+            &credential.secret,
+        )
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("template is not the standard one"), "{text}");
+    assert!(text.contains("L-2"), "{text}");
+    drop(tpm);
+    assert_eq!(swtpm.transient_handles(), Vec::<String>::new());
+}

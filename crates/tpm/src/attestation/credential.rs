@@ -4,12 +4,14 @@
 //!
 //! The EK refuses plain authorization (adminWithPolicy): it is used in a policy session that
 //! runs TPM2_PolicySecret(TPM_RH_ENDORSEMENT) (PolicyA), and for H-3 then TPM2_PolicyOR over
-//! PolicyA and PolicyC, which turns the session's digest into the EK's PolicyB.
+//! PolicyA and PolicyC, which turns the session's digest into the EK's PolicyB. The AK is
+//! authorized in an HMAC session salted to the EK that encrypts the TPM's answer, the secret.
 
 use tss_esapi::attributes::SessionAttributesBuilder;
 use tss_esapi::constants::response_code::Tss2ResponseCodeKind;
 use tss_esapi::constants::SessionType;
 use tss_esapi::handles::{AuthHandle, KeyHandle};
+use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
     Digest, DigestList, EncryptedSecret, IdObject, Nonce, SymmetricDefinition,
@@ -63,24 +65,57 @@ impl Tpm {
         secret: EncryptedSecret,
     ) -> Result<Zeroizing<Vec<u8>>> {
         let session = self.ek_policy_session(ek)?;
+        let sealed = match self.response_encryption(ek_handle) {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                policy::flush(&mut self.ctx, session);
+                return Err(e);
+            }
+        };
         let activated = self.ctx.execute_with_sessions(
-            (
-                Some(AuthSession::Password),
-                Some(AuthSession::from(session)),
-                None,
-            ),
+            (Some(sealed), Some(AuthSession::from(session)), None),
             |ctx| ctx.activate_credential(ak_handle, ek_handle, blob, secret),
         );
         match activated {
             Ok(digest) => {
                 policy::forget(&mut self.ctx, session);
+                forget(&mut self.ctx, sealed);
                 Ok(Zeroizing::new(digest.value().to_vec()))
             }
             Err(e) => {
                 policy::flush(&mut self.ctx, session);
+                flush(&mut self.ctx, sealed);
                 Err(tss_error("activating the credential", e))
             }
         }
+    }
+
+    /// The AK's authorization (its empty authValue) in an HMAC session salted to the EK,
+    /// with response encryption: the secret leaves the TPM encrypted, so that it is not
+    /// readable on the bus. Consumed by the command.
+    fn response_encryption(&mut self, ek_handle: KeyHandle) -> Result<AuthSession> {
+        let op = "starting a session salted to the EK";
+        let session = self
+            .ctx
+            .start_auth_session(
+                Some(ek_handle),
+                None,
+                None,
+                SessionType::Hmac,
+                SymmetricDefinition::AES_128_CFB,
+                HashingAlgorithm::Sha256,
+            )
+            .map_err(|e| Error::tss(op, e))?
+            .ok_or_else(|| Error::Unsupported("the TPM returned no session".into()))?;
+        let (attributes, mask) = SessionAttributesBuilder::new()
+            .with_encrypt(true)
+            .with_continue_session(false)
+            .build();
+        if let Err(e) = self.ctx.tr_sess_set_attributes(session, attributes, mask) {
+            flush(&mut self.ctx, session);
+            return Err(Error::tss(op, e));
+        }
+        Ok(session)
     }
 
     /// A policy session in which the EK's authPolicy holds; consumed by the command it
@@ -205,6 +240,28 @@ fn tss_error(op: &'static str, source: tss_esapi::Error) -> Error {
     match refused_credential(source) {
         true => Error::Tss { op, source },
         false => Error::tss(op, source),
+    }
+}
+
+/// Flushes a session that will not be used.
+fn flush(ctx: &mut tss_esapi::Context, session: AuthSession) {
+    if let Some(handle) = session_handle(session) {
+        let _ = ctx.flush_context(handle.into());
+    }
+}
+
+/// Forgets a session the TPM flushed after the command it authorized.
+fn forget(ctx: &mut tss_esapi::Context, session: AuthSession) {
+    if let Some(handle) = session_handle(session) {
+        let mut object = tss_esapi::handles::ObjectHandle::from(handle);
+        let _ = ctx.tr_close(&mut object);
+    }
+}
+
+fn session_handle(session: AuthSession) -> Option<tss_esapi::handles::SessionHandle> {
+    match session {
+        AuthSession::Password => None,
+        other => Some(other.into()),
     }
 }
 
