@@ -620,3 +620,30 @@ fn a_certificate_for_another_key_is_named_as_the_reason() {
     drop(tpm);
     assert_eq!(swtpm.transient_handles(), Vec::<String>::new());
 }
+
+/// With swtpm's three slots full (storage parent and two loaded keys), certification still
+/// finds room for the AK, and both keys sign afterwards.
+#[test]
+fn certify_makes_room_for_the_ak_when_the_tpm_is_full() {
+    let swtpm = Swtpm::start();
+    let mut tpm = open(&swtpm);
+    let pin = Pin::from("2468".to_string());
+    let first = tpm.create_key(KeySpec::EcdsaP256, &pin).unwrap();
+    let second = tpm.create_key(KeySpec::EcdsaP256, &Pin::empty()).unwrap();
+    let hash = ssh_tpm_tpm::SignHash::Sha256;
+    tpm.sign(&first, &pin, hash, b"load").unwrap();
+    tpm.sign(&second, &Pin::empty(), hash, b"load").unwrap();
+
+    let ak_public = tpm.attestation_key_public(AkTemplate::Standard).unwrap();
+    let certified = tpm
+        .certify_key(&first, &pin, AkTemplate::Standard, &[9; 32])
+        .unwrap();
+    verify(&ak_public, &certified.attest, &certified.signature);
+    let mut attest = parse_attest(&certified.attest);
+    assert_eq!(attest.attested.tpm2b(), name(&first.pubkey[2..]));
+
+    tpm.sign(&first, &pin, hash, b"after").unwrap();
+    tpm.sign(&second, &Pin::empty(), hash, b"after").unwrap();
+    drop(tpm);
+    assert_eq!(swtpm.transient_handles(), Vec::<String>::new());
+}
