@@ -647,3 +647,29 @@ fn certify_makes_room_for_the_ak_when_the_tpm_is_full() {
     drop(tpm);
     assert_eq!(swtpm.transient_handles(), Vec::<String>::new());
 }
+
+/// An index defined but never written holds no certificate.
+#[test]
+fn an_unwritten_certificate_index_is_skipped() {
+    let swtpm = Swtpm::start();
+    swtpm.tpm2(
+        "tpm2_nvdefine",
+        &[
+            "0x01c0000a",
+            "-C",
+            "o",
+            "-s",
+            "600",
+            "-a",
+            "ownerread|ownerwrite|authread",
+        ],
+    );
+    let mut tpm = open(&swtpm);
+    let kinds: Vec<EkKind> = tpm
+        .ek_certificates()
+        .unwrap()
+        .into_iter()
+        .map(|(kind, _)| kind)
+        .collect();
+    assert_eq!(kinds, [EkKind::Rsa2048, EkKind::EccP384]);
+}

@@ -224,18 +224,30 @@ impl Tpm {
         let result = self.read_nv(nv, chunk);
         let mut object = ObjectHandle::from(nv);
         let _ = self.ctx.tr_close(&mut object);
-        result.map(|data| Some(trim_der(data)))
+        match result {
+            Ok(data) => Ok(Some(trim_der(data))),
+            // Defined but never written: no certificate there.
+            Err(e) if response_kind(e) == Some(Tss2ResponseCodeKind::NvUninitialized) => Ok(None),
+            Err(e) => Err(match response_kind(e) {
+                Some(Tss2ResponseCodeKind::AuthFail | Tss2ResponseCodeKind::BadAuth) => {
+                    Error::Unsupported(format!(
+                        "the EK certificate at NV index {index:#010x} needs a password to be \
+                         read, which this tool cannot give; read it with tpm2_nvread and \
+                         enrol with that file"
+                    ))
+                }
+                _ => Error::tss(op, e),
+            }),
+        }
     }
 
     /// Reads all of an NV index, authorized by the index itself (authRead, an empty
     /// authValue, as EK certificate indexes are provisioned) or, without authRead, by the
     /// owner hierarchy with an empty password.
-    fn read_nv(&mut self, nv: NvIndexHandle, chunk: u16) -> Result<Vec<u8>> {
-        let op = "reading an EK certificate";
+    fn read_nv(&mut self, nv: NvIndexHandle, chunk: u16) -> tss_esapi::Result<Vec<u8>> {
         let (public, _) = self
             .ctx
-            .execute_without_session(|ctx| ctx.nv_read_public(nv))
-            .map_err(|e| Error::tss(op, e))?;
+            .execute_without_session(|ctx| ctx.nv_read_public(nv))?;
         let size = public.data_size();
         let auth = match public.attributes().auth_read() {
             true => NvAuth::NvIndex(nv),
@@ -249,11 +261,11 @@ impl Tpm {
                 .ctx
                 .execute_with_session(Some(AuthSession::Password), |ctx| {
                     ctx.nv_read(auth, nv, len, offset)
-                })
-                .map_err(|e| Error::tss(op, e))?;
+                })?;
             if part.is_empty() {
-                return Err(Error::Unsupported(
-                    "the TPM returned an empty read of an EK certificate".into(),
+                // A TPM that answers a read with nothing would otherwise loop here.
+                return Err(tss_esapi::Error::WrapperError(
+                    tss_esapi::WrapperErrorKind::InvalidParam,
                 ));
             }
             data.extend_from_slice(part.value());
