@@ -54,6 +54,7 @@ pub struct Attestation {
 /// A quote and the PCR values it covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quote {
+    /// The TPMS_ATTEST of type TPM_ST_ATTEST_QUOTE and the AK's signature.
     pub attestation: Attestation,
     /// SHA-256 bank: PCR index and value, in selection order (ascending).
     pub pcrs: Vec<(u8, Vec<u8>)>,
