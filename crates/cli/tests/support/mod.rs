@@ -8,6 +8,8 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod ca;
+
 use std::fs;
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
