@@ -9,12 +9,10 @@
 // the provider prints `listening on ISSUER` on stdout. The accounts file is read on every
 // request (see README.md for its format), the clients file once at start.
 
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { generateKeyPair, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { parseArgs } from 'node:util';
-
-import Provider from 'oidc-provider';
+import { parseArgs, promisify } from 'node:util';
 
 const DEFAULT_ID_TOKEN_TTL = 600;
 const REDIRECT_URI = 'http://127.0.0.1/callback';
@@ -81,8 +79,7 @@ function loadClients(path) {
 // ------------------------------------------------------------------------------------------
 // The provider
 
-function configuration(accountsPath, clients) {
-  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+function configuration(accountsPath, clients, privateKey) {
   const signingKey = { ...privateKey.export({ format: 'jwk' }), alg: 'RS256', use: 'sig' };
 
   return {
@@ -244,6 +241,10 @@ async function main() {
   loadAccounts(values.accounts);
   const clients = loadClients(values.clients);
 
+  // The signing key is made on the thread pool while the provider's modules load.
+  const keyPair = promisify(generateKeyPair)('rsa', { modulusLength: 2048 });
+  const { default: Provider } = await import('oidc-provider');
+
   // Bind first, so that port 0 can pick a port and the issuer can name it.
   let handler = (req, res) => send(res, 503, page('Starting', ''));
   const server = createServer((req, res) => handler(req, res));
@@ -253,7 +254,8 @@ async function main() {
   });
   const issuer = `http://127.0.0.1:${server.address().port}`;
 
-  const provider = new Provider(issuer, configuration(values.accounts, clients));
+  const { privateKey } = await keyPair;
+  const provider = new Provider(issuer, configuration(values.accounts, clients, privateKey));
   provider.on('server_error', (ctx, err) => process.stderr.write(`server error: ${err.stack}\n`));
   const oidc = provider.callback();
 

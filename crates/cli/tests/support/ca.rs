@@ -118,12 +118,11 @@ pub fn browser_env(user: &str, password: &str) -> Vec<(String, String)> {
     ]
 }
 
-/// Runs the scripted browser on `url` as `user`; exit 0 once the client's callback has the code.
+/// Runs the scripted browser on `url` as `user`, directly as a client runs `$BROWSER URL`;
+/// exit 0 once the client's callback has the code.
 pub fn run_browser(url: &str, user: &str, password: &str) -> Output {
-    let mut cmd = tool("node");
-    cmd.arg(browser_path())
-        .arg(url)
-        .envs(browser_env(user, password));
+    let mut cmd = tool(browser_path());
+    cmd.arg(url).envs(browser_env(user, password));
     run(&mut cmd)
 }
 
