@@ -5,7 +5,9 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod certificate;
 pub mod config;
+pub mod krl;
 pub mod store;
 
 pub use config::Config;
