@@ -14,7 +14,7 @@ use ssh_agent_lib::proto::{Extension, Request, Response};
 use ssh_encoding::{Decode, Encode};
 use ssh_tpm_tpm::{KeySpec, Pin, PinNeed, SignHash, TpmService};
 use subtle::ConstantTimeEq;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use zeroize::Zeroizing;
 
@@ -95,6 +95,35 @@ const UNLOCK_DELAY_STEP: Duration = Duration::from_millis(100);
 /// ...up to this many steps (10 s).
 const UNLOCK_DELAY_MAX_STEPS: u32 = 100;
 
+/// Connections served at once, by default. Each costs a task and a few KiB, and file
+/// descriptors; connections past the limit are closed at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// How long the rest of a message may take once its first byte has arrived, by default, and
+/// how long a reply may wait for the client to read it. Clients send whole messages at once;
+/// one that stalls mid-message is disconnected instead of holding a connection.
+pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A message body is read into a buffer that grows with the bytes that arrived, from this
+/// size, so that a length prefix alone does not cost [`MAX_MESSAGE`] bytes.
+const FIRST_READ: usize = 4096;
+
+/// Bounds on what clients may hold in the agent.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once ([`MAX_CONNECTIONS`]).
+    pub max_connections: usize,
+    /// Time for the rest of a message, and for a reply to be read ([`MESSAGE_TIMEOUT`]).
+    pub message_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: MAX_CONNECTIONS,
+            message_timeout: MESSAGE_TIMEOUT,
+        }
+    }
+}
+
 /// Pause after a failed accept(): its causes (EMFILE, ENFILE, ENOBUFS) last a while, and
 /// retrying at once would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -112,6 +141,9 @@ pub struct Agent {
     /// Wakes the reaper when a key with a lifetime is added.
     lifetimes_changed: tokio::sync::Notify,
     upstreams: Upstreams,
+    limits: Limits,
+    /// Refuse connections from this process (see [`serve`]); off only in tests.
+    refuse_own_process: bool,
     tpm: TpmService,
 }
 
@@ -126,6 +158,8 @@ impl Agent {
             unlock_failures: tokio::sync::Mutex::new(0),
             lifetimes_changed: tokio::sync::Notify::new(),
             upstreams: Upstreams::default(),
+            limits: Limits::default(),
+            refuse_own_process: true,
             tpm,
         }
     }
@@ -134,6 +168,20 @@ impl Agent {
     /// (`-A`), and plain keys added with ssh-add to the first of them.
     pub fn with_upstreams(mut self, upstreams: Upstreams) -> Self {
         self.upstreams = upstreams;
+        self
+    }
+
+    /// Serves within `limits` instead of the defaults.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Serves clients in this very process, for tests that run the agent and its clients
+    /// in one process. A real agent refuses them: only a `-A` socket leading back to it
+    /// connects from its own pid.
+    pub fn serving_own_process(mut self) -> Self {
+        self.refuse_own_process = false;
         self
     }
 
@@ -700,7 +748,22 @@ fn with_key(key: &AgentKey, error: Error) -> Error {
 /// whose lifetime ends meanwhile are removed on time.
 pub async fn serve(agent: Arc<Agent>, listener: UnixListener, shutdown: impl Future<Output = ()>) {
     let accept = || async { listener.accept().await.map(|(stream, _)| stream) };
+    let slots = Arc::new(tokio::sync::Semaphore::new(agent.limits.max_connections));
+    let mut refused = AcceptFailures::default();
     let accepting = accept_loop(accept, shutdown, |stream: UnixStream| {
+        // Past the limit a connection is closed at once; a burst of them is logged once.
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            if refused.failed() {
+                tracing::warn!(
+                    limit = agent.limits.max_connections,
+                    "too many clients connected; closing new connections until some leave"
+                );
+            }
+            return;
+        };
+        if let Some(count) = refused.recovered() {
+            tracing::info!(refused = count, "serving new connections again");
+        }
         let pid = match stream.peer_cred() {
             Ok(cred) if socket::peer_allowed(cred.uid()) => cred.pid(),
             Ok(cred) => {
@@ -713,7 +776,7 @@ pub async fn serve(agent: Arc<Agent>, listener: UnixListener, shutdown: impl Fut
             }
         };
         let pid = pid.and_then(|pid| u32::try_from(pid).ok());
-        if pid == Some(std::process::id()) {
+        if agent.refuse_own_process && pid == Some(std::process::id()) {
             // Only a -A socket that leads back here (a link, another path) connects from our
             // own pid; serving it would make every request call itself without end.
             tracing::warn!("refused a connection from this agent itself: a -A socket is ours");
@@ -722,14 +785,40 @@ pub async fn serve(agent: Arc<Agent>, listener: UnixListener, shutdown: impl Fut
         let peer = Peer::new(pid);
         let agent = Arc::clone(&agent);
         tokio::spawn(async move {
-            if let Err(e) = connection(&agent, peer, stream).await {
+            let (reader, writer) = stream.into_split();
+            if let Err(e) = serve_connection(&agent, peer, reader, writer).await {
                 tracing::debug!("client connection ended: {e}");
             }
+            drop(slot);
         });
     });
     tokio::select! {
         () = accepting => {}
         () = agent.reap_expired_keys() => {}
+    }
+}
+
+/// Raises the soft limit on open files towards the hard one, so that [`MAX_CONNECTIONS`]
+/// clients fit beside the agent's own files (the usual soft limit is 1024). Failure is only
+/// logged: the agent then serves fewer clients, and says so when accept() fails.
+pub fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let wanted = MAX_CONNECTIONS as u64 + 64;
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(current), hard) = (limit.current, limit.maximum) else {
+        return;
+    };
+    if current >= wanted {
+        return;
+    }
+    let raised = hard.map_or(wanted, |hard| hard.min(wanted));
+    let new = rustix::process::Rlimit {
+        current: Some(raised),
+        maximum: hard,
+    };
+    match setrlimit(Resource::Nofile, new) {
+        Ok(()) => tracing::debug!(from = current, to = raised, "raised the open-file limit"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit above {current}: {e}"),
     }
 }
 
@@ -792,33 +881,90 @@ impl AcceptFailures {
     }
 }
 
-/// Serves one client: length-prefixed messages, answered in order.
-async fn connection(agent: &Agent, mut peer: Peer, mut stream: UnixStream) -> std::io::Result<()> {
+/// Serves one client: length-prefixed messages (draft-miller-ssh-agent 3), answered in
+/// order, until the client closes the connection. A message over [`MAX_MESSAGE`], an empty
+/// one, or one whose rest does not arrive within the agent's message timeout ends the
+/// connection; a malformed one is answered with FAILURE.
+pub async fn serve_connection<R, W>(
+    agent: &Agent,
+    mut peer: Peer,
+    mut reader: R,
+    mut writer: W,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let timeout = agent.limits.message_timeout;
     loop {
-        let mut length = [0u8; 4];
-        match stream.read_exact(&mut length).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        let length = u32::from_be_bytes(length) as usize;
-        if length == 0 || length > MAX_MESSAGE {
-            tracing::warn!(
-                length,
-                "client sent an oversized or empty message; disconnecting"
-            );
+        // Waiting for a request is free; once one has begun, it must arrive in time.
+        let mut first = [0u8; 1];
+        if reader.read(&mut first).await? == 0 {
             return Ok(());
         }
-        // Wiped after use: ssh-add sends private keys and lock passphrases.
-        let mut message = Zeroizing::new(vec![0u8; length]);
-        stream.read_exact(&mut message).await?;
+        let message = match tokio::time::timeout(timeout, read_message(&mut reader, first[0])).await
+        {
+            Ok(Ok(Some(message))) => message,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                tracing::warn!(
+                    "client sent part of a message and stalled for {} s; disconnecting",
+                    timeout.as_secs()
+                );
+                return Ok(());
+            }
+        };
 
         let body = agent.handle(&mut peer, &message).await;
+        drop(message);
         let mut frame = Vec::with_capacity(4 + body.len());
         frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
         frame.extend_from_slice(&body);
-        stream.write_all(&frame).await?;
+        match tokio::time::timeout(timeout, writer.write_all(&frame)).await {
+            Ok(written) => written?,
+            Err(_) => {
+                tracing::warn!("client does not read its replies; disconnecting");
+                return Ok(());
+            }
+        }
     }
+}
+
+/// Reads the rest of a length prefix whose first byte was `first`, then the message.
+/// `None` when the length is out of bounds (logged). The buffer grows with the bytes that
+/// arrive, wiping what it leaves behind: ssh-add sends private keys and lock passphrases.
+async fn read_message<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    first: u8,
+) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
+    let mut length = [first, 0, 0, 0];
+    reader.read_exact(&mut length[1..]).await?;
+    let length = u32::from_be_bytes(length) as usize;
+    if length == 0 || length > MAX_MESSAGE {
+        tracing::warn!(
+            length,
+            "client sent an oversized or empty message; disconnecting"
+        );
+        return Ok(None);
+    }
+    let mut message = Zeroizing::new(Vec::with_capacity(length.min(FIRST_READ)));
+    while message.len() < length {
+        if message.len() == message.capacity() {
+            let mut grown = Zeroizing::new(Vec::with_capacity((message.len() * 2).min(length)));
+            grown.extend_from_slice(&message);
+            message = grown;
+        }
+        let start = message.len();
+        let end = message.capacity().min(length);
+        message.resize(end, 0);
+        match reader.read(&mut message[start..]).await {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => message.truncate(start + n),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some(message))
 }
 
 #[cfg(test)]

@@ -80,6 +80,7 @@ fn run(args: Args) -> Result<(), CliError> {
         load_keys(&agent, dir);
     }
 
+    server::raise_open_file_limit();
     let from_systemd = activated.is_some();
     let listener = match activated {
         Some(listener) => listener,
