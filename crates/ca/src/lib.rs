@@ -6,8 +6,11 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod certificate;
+pub mod compliance;
 pub mod config;
 pub mod krl;
+pub mod oidc;
+pub mod ratelimit;
 pub mod store;
 
 pub use config::Config;
