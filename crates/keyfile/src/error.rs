@@ -31,7 +31,11 @@ pub enum Error {
     NotTpmKey { label: String },
 
     /// The PEM armour or its base64 body is broken.
-    #[error("the key file's PEM encoding is broken: {0}")]
+    #[error(
+        "the key file's PEM encoding is broken: {}; copy the file again from where it \
+         was made",
+        pem_reason(.0)
+    )]
     Pem(pem_rfc7468::Error),
 
     /// The input ends inside a field.
@@ -116,4 +120,18 @@ pub enum Error {
          or .5 sealed)"
     )]
     UnknownKeyType { oid: String },
+}
+
+/// The PEM decoder's errors, in words for someone who has not read RFC 7468.
+fn pem_reason(error: &pem_rfc7468::Error) -> String {
+    use pem_rfc7468::Error as Pem;
+    match error {
+        Pem::PreEncapsulationBoundary => "its `-----BEGIN` line is damaged".into(),
+        Pem::PostEncapsulationBoundary => {
+            "its `-----END TSS2 PRIVATE KEY-----` line is missing or damaged".into()
+        }
+        Pem::Base64(_) => "its base64 text is damaged or cut short".into(),
+        Pem::Length => "it is too long".into(),
+        other => other.to_string(),
+    }
 }

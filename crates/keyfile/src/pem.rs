@@ -35,9 +35,10 @@ pub fn decode(text: &str) -> Result<Vec<u8>, Error> {
 
     // Cut the block out of the text around it; the decoder wants nothing after `END`.
     let end_line = format!("-----END {PEM_LABEL}-----");
+    // Without its END line the file was cut short, whatever the decoder would say.
     let block = match document.find(&end_line) {
         Some(at) => &document[..at + end_line.len()],
-        None => document.trim_end(),
+        None => return Err(Error::Pem(pem_rfc7468::Error::PostEncapsulationBoundary)),
     };
     let block = format!("{block}\n");
 
