@@ -1,0 +1,262 @@
+//! `NAME-cert.pub`, the certificate beside a key file `NAME.tpm`: reading it, deciding when
+//! it is due for renewal, writing a new one in place of the old, and describing it.
+//!
+//! A certificate is due for renewal when less than a third of its lifetime is left, so a
+//! 16-hour certificate renewed by a daily timer is replaced about 5 hours before it ends.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ssh_key::public::KeyData;
+use ssh_key::Certificate;
+
+use crate::error::{Error, Result};
+use crate::files;
+
+/// Largest certificate file read; OpenSSH certificates are a few KiB.
+const MAX_CERT_FILE: u64 = 64 * 1024;
+
+/// `NAME.tpm` for `NAME` or `NAME.tpm`.
+pub fn key_path(name: &Path) -> PathBuf {
+    if name.extension().is_some_and(|e| e == "tpm") {
+        name.to_path_buf()
+    } else {
+        let mut path = name.as_os_str().to_owned();
+        path.push(".tpm");
+        PathBuf::from(path)
+    }
+}
+
+/// `NAME-cert.pub` for the key file `NAME.tpm`.
+pub fn cert_path(key: &Path) -> PathBuf {
+    ssh_tpm_agent_core::keyring::sibling(&key_path(key), "-cert.pub")
+}
+
+/// The time now, in Unix seconds.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Where a certificate stands at some moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Its validity has not started (a clock behind the CA's).
+    NotYetValid,
+    /// Valid, with more than a third of its lifetime left.
+    Good,
+    /// Valid, but less than a third of its lifetime is left.
+    RenewDue,
+    /// Its validity is over.
+    Expired,
+}
+
+impl Standing {
+    /// Where a certificate valid from `valid_after` to `valid_before` stands at `now`.
+    pub fn at(valid_after: u64, valid_before: u64, now: u64) -> Self {
+        if now >= valid_before {
+            Standing::Expired
+        } else if now < valid_after {
+            Standing::NotYetValid
+        } else {
+            let life = valid_before - valid_after;
+            let left = valid_before - now;
+            // left < life / 3, without rounding.
+            if left.saturating_mul(3) < life {
+                Standing::RenewDue
+            } else {
+                Standing::Good
+            }
+        }
+    }
+
+    /// Whether a new certificate should be asked for.
+    pub fn needs_renewal(self) -> bool {
+        matches!(self, Standing::RenewDue | Standing::Expired)
+    }
+}
+
+/// Reads the certificate at `path`; `None` when there is no file.
+pub fn read(path: &Path) -> Result<Option<Certificate>> {
+    let text = match read_small(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
+    };
+    parse(&text)
+        .map(Some)
+        .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
+}
+
+fn read_small(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    file.take(MAX_CERT_FILE).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Reads one certificate line (`TYPE BASE64 [COMMENT]`).
+pub fn parse(line: &str) -> Result<Certificate, String> {
+    Certificate::from_openssh(line.trim())
+        .map_err(|e| format!("not an OpenSSH certificate ({e}); delete it or renew with --force"))
+}
+
+/// Whether the certificate at `path` should be replaced for `key` at `now`: missing,
+/// unreadable, for another key, or due. Returns the reason in words when so.
+pub fn renewal_reason(path: &Path, key: &KeyData, now: u64) -> Option<String> {
+    let cert = match read(path) {
+        Ok(Some(cert)) => cert,
+        Ok(None) => return Some(format!("{} does not exist", path.display())),
+        Err(e) => return Some(e.to_string()),
+    };
+    if cert.public_key() != key {
+        return Some(format!("{} certifies another key", path.display()));
+    }
+    match Standing::at(cert.valid_after(), cert.valid_before(), now) {
+        Standing::Expired => Some(format!("{} has expired", path.display())),
+        Standing::RenewDue => Some(format!(
+            "{} has less than a third of its life left",
+            path.display()
+        )),
+        Standing::Good | Standing::NotYetValid => None,
+    }
+}
+
+/// Writes `line` as the certificate for `key` at `path`, replacing the old one only once
+/// the new one is complete on disk. A line that is not a certificate for `key` is refused
+/// and the old file kept.
+pub fn install(path: &Path, line: &str, key: &KeyData) -> Result<Certificate> {
+    let cert = parse(line).map_err(|e| Error::BadAnswer {
+        what: "the CA".into(),
+        reason: format!("the certificate does not parse: {e}"),
+    })?;
+    if cert.public_key() != key {
+        return Err(Error::BadAnswer {
+            what: "the CA".into(),
+            reason: "the certificate is for another key; the old one was kept".into(),
+        });
+    }
+    let mut text = line.trim().to_string();
+    text.push('\n');
+    files::write_atomic(path, text.as_bytes(), 0o644)?;
+    Ok(cert)
+}
+
+/// A Unix time as local date and time, `2026-12-04 13:37:00 +01:00`.
+pub fn format_time(secs: u64) -> String {
+    if secs >= i64::MAX as u64 {
+        return "forever".into();
+    }
+    match chrono::DateTime::from_timestamp(secs as i64, 0) {
+        Some(time) => time
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S %:z")
+            .to_string(),
+        None => format!("@{secs}"),
+    }
+}
+
+/// A duration in hours and minutes, `5h 12m`.
+pub fn format_duration(secs: u64) -> String {
+    let (hours, minutes) = (secs / 3600, (secs % 3600) / 60);
+    match (hours, minutes) {
+        (0, 0) => format!("{secs}s"),
+        (0, m) => format!("{m}m"),
+        (h, m) => format!("{h}h {m:02}m"),
+    }
+}
+
+/// What `ssh-tpm-cert status` prints for one certificate, one fact a line.
+pub fn describe(cert: &Certificate, now: u64) -> Vec<String> {
+    let standing = Standing::at(cert.valid_after(), cert.valid_before(), now);
+    let until = format_time(cert.valid_before());
+    let validity = match standing {
+        Standing::Good => format!(
+            "valid until {until} ({} left)",
+            format_duration(cert.valid_before() - now)
+        ),
+        Standing::RenewDue => format!(
+            "valid until {until} ({} left; renew due)",
+            format_duration(cert.valid_before() - now)
+        ),
+        Standing::Expired => format!("expired at {until}"),
+        Standing::NotYetValid => format!(
+            "not valid before {} (is this machine's clock right?); valid until {until}",
+            format_time(cert.valid_after())
+        ),
+    };
+    let principals = cert.valid_principals();
+    let principals = if principals.is_empty() {
+        "(none: any user)".to_string()
+    } else {
+        principals.join(", ")
+    };
+    vec![
+        format!("principals: {principals}"),
+        format!("key id: {}", cert.key_id()),
+        validity,
+        format!("serial: {}", cert.serial()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_beside_the_key() {
+        assert_eq!(
+            key_path(Path::new("a/id_ecdsa")),
+            Path::new("a/id_ecdsa.tpm")
+        );
+        assert_eq!(
+            key_path(Path::new("a/id_ecdsa.tpm")),
+            Path::new("a/id_ecdsa.tpm")
+        );
+        assert_eq!(
+            cert_path(Path::new("a/id_ecdsa.tpm")),
+            Path::new("a/id_ecdsa-cert.pub")
+        );
+        assert_eq!(
+            cert_path(Path::new("a/id_ecdsa")),
+            Path::new("a/id_ecdsa-cert.pub")
+        );
+    }
+
+    #[test]
+    fn renewal_is_due_in_the_last_third() {
+        // A 16-hour certificate from t = 1000.
+        let (after, before) = (1000, 1000 + 16 * 3600);
+        let third = 16 * 3600 / 3;
+        assert_eq!(Standing::at(after, before, 999), Standing::NotYetValid);
+        assert_eq!(Standing::at(after, before, after), Standing::Good);
+        assert_eq!(Standing::at(after, before, before - third), Standing::Good);
+        assert_eq!(
+            Standing::at(after, before, before - third + 1),
+            Standing::RenewDue
+        );
+        assert_eq!(Standing::at(after, before, before - 1), Standing::RenewDue);
+        assert_eq!(Standing::at(after, before, before), Standing::Expired);
+        assert!(Standing::Expired.needs_renewal());
+        assert!(Standing::RenewDue.needs_renewal());
+        assert!(!Standing::Good.needs_renewal());
+        assert!(!Standing::NotYetValid.needs_renewal());
+        // A lifetime not divisible by 3: 10 s, due when fewer than 3.33 s are left.
+        assert_eq!(Standing::at(0, 10, 6), Standing::Good);
+        assert_eq!(Standing::at(0, 10, 7), Standing::RenewDue);
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(format_duration(59), "59s");
+        assert_eq!(format_duration(600), "10m");
+        assert_eq!(format_duration(5 * 3600 + 7 * 60), "5h 07m");
+        assert_eq!(format_time(u64::MAX), "forever");
+    }
+}

@@ -1,0 +1,293 @@
+//! `CaClient`: one call per endpoint of the CA protocol (docs/protocol.md), over HTTPS with
+//! rustls, or plain HTTP to a CA on a loopback address. A refusal comes back as
+//! [`Error::Refused`] with its code.
+
+use std::io::Read as _;
+use std::time::Duration;
+
+use reqwest::blocking::{Client, Response};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use ssh_tpm_attest::protocol::{
+    ActivateRequest, ActivateResponse, CertificateRequest, CertificateResponse, EnrollChallenge,
+    EnrollRequest, ErrorBody, InfoResponse, SessionResponse,
+};
+use ssh_tpm_attest::Refusal;
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// Largest answer read from the CA or the identity provider; theirs are a few KiB.
+const MAX_ANSWER: u64 = 1024 * 1024;
+
+/// How the client talks HTTP.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Limit on each request, connection to last byte.
+    pub timeout: Duration,
+    /// Roots trusted beside the built-in web PKI roots (an organisation's own CA).
+    pub extra_roots: Vec<reqwest::Certificate>,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            timeout: Duration::from_secs(30),
+            extra_roots: Vec::new(),
+        }
+    }
+}
+
+impl HttpOptions {
+    /// A blocking client that follows no redirects (a redirect could send a token elsewhere).
+    pub fn client(&self) -> Result<Client> {
+        let mut builder = Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(self.timeout)
+            .connect_timeout(self.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("ssh-tpm-cert/", env!("CARGO_PKG_VERSION")));
+        for root in &self.extra_roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        builder
+            .build()
+            .map_err(|e| Error::Usage(format!("cannot set up HTTPS: {e}")))
+    }
+
+    /// Reads a PEM file of root certificates for [`HttpOptions::extra_roots`].
+    pub fn add_roots_from_pem(&mut self, pem: &[u8]) -> Result<()> {
+        let roots = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| Error::Usage(format!("cannot read the root certificates: {e}")))?;
+        if roots.is_empty() {
+            return Err(Error::Usage(
+                "the root certificate file holds no certificate".into(),
+            ));
+        }
+        self.extra_roots.extend(roots);
+        Ok(())
+    }
+}
+
+/// A connection to one CA.
+#[derive(Debug, Clone)]
+pub struct CaClient {
+    base: Url,
+    http: Client,
+}
+
+impl CaClient {
+    /// A client for the CA at `url` (`https://ca.example`, or `http://127.0.0.1:PORT` for a
+    /// CA on this machine). Plain HTTP to another host is refused: the requests carry ID
+    /// tokens.
+    pub fn new(url: &str, options: &HttpOptions) -> Result<Self> {
+        let base = ca_url(url)?;
+        Ok(CaClient {
+            base,
+            http: options.client()?,
+        })
+    }
+
+    /// The CA's URL, as given (with a trailing slash).
+    pub fn url(&self) -> &Url {
+        &self.base
+    }
+
+    /// `GET /v1/info`: the identity provider and the CA's key.
+    pub fn info(&self) -> Result<InfoResponse> {
+        self.call(Method::GET, "v1/info", None::<&()>)
+    }
+
+    /// `POST /v1/sessions`: a fresh session, usable once.
+    pub fn session(&self) -> Result<SessionResponse> {
+        self.call(Method::POST, "v1/sessions", Some(&serde_json_empty()))
+    }
+
+    /// `POST /v1/enroll`: the MakeCredential challenge for this EK and AK.
+    pub fn enroll(&self, request: &EnrollRequest) -> Result<EnrollChallenge> {
+        self.call(Method::POST, "v1/enroll", Some(request))
+    }
+
+    /// `POST /v1/enroll/activate`: the secret back; the CA pins the AK.
+    pub fn activate(&self, request: &ActivateRequest) -> Result<ActivateResponse> {
+        self.call(Method::POST, "v1/enroll/activate", Some(request))
+    }
+
+    /// `POST /v1/certificates`: a certificate for the attested key.
+    pub fn certificate(&self, request: &CertificateRequest) -> Result<CertificateResponse> {
+        self.call(Method::POST, "v1/certificates", Some(request))
+    }
+
+    fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T> {
+        let url = self
+            .base
+            .join(path)
+            .map_err(|e| Error::Usage(format!("bad CA URL {}: {e}", self.base)))?;
+        let what = format!("the CA at {}", self.base);
+        tracing::debug!(%method, %url, "CA request");
+        let mut request = self.http.request(method, url);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().map_err(|e| unreachable(&what, &e))?;
+        read_answer(&what, response)
+    }
+}
+
+/// `{}`, the body of `POST /v1/sessions`.
+fn serde_json_empty() -> std::collections::BTreeMap<String, String> {
+    std::collections::BTreeMap::new()
+}
+
+/// Checks and normalises the CA's URL.
+fn ca_url(text: &str) -> Result<Url> {
+    let bad = |why: &str| Error::Usage(format!("{text:?} is not a CA URL: {why}"));
+    let mut url = Url::parse(text).map_err(|e| bad(&e.to_string()))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&url) => {}
+        "http" => {
+            return Err(bad(
+                "plain HTTP is only allowed to a CA on this machine; use https://",
+            ))
+        }
+        _ => return Err(bad("use https://HOST")),
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("leave out the query and fragment"));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+/// Whether `url` names this machine by address (`127.0.0.0/8`, `[::1]`) or as `localhost`.
+pub(crate) fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// A transport failure in words: timeouts and refused connections named as such.
+pub(crate) fn unreachable(what: &str, error: &reqwest::Error) -> Error {
+    let reason = if error.is_timeout() {
+        "no answer in time; check the network, or try again later".to_string()
+    } else {
+        let mut reason = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(inner) = source {
+            reason = format!("{reason}: {inner}");
+            source = inner.source();
+        }
+        reason
+    };
+    Error::Unreachable {
+        what: what.to_string(),
+        reason,
+    }
+}
+
+/// The body of a success as `T`; an error body as [`Error::Refused`].
+fn read_answer<T: DeserializeOwned>(what: &str, response: Response) -> Result<T> {
+    let status = response.status();
+    let mut body = Vec::new();
+    response
+        .take(MAX_ANSWER + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| Error::Unreachable {
+            what: what.to_string(),
+            reason: format!("the answer broke off: {e}"),
+        })?;
+    if body.len() as u64 > MAX_ANSWER {
+        return Err(bad_answer(what, "the answer is too large"));
+    }
+    if status.is_success() {
+        return serde_json::from_slice(&body).map_err(|e| bad_answer(what, &e.to_string()));
+    }
+    Err(error_answer(what, status, &body))
+}
+
+fn error_answer(what: &str, status: StatusCode, body: &[u8]) -> Error {
+    let Ok(error) = serde_json::from_slice::<ErrorBody>(body) else {
+        return bad_answer(
+            what,
+            &format!("HTTP {status} without the protocol's error body; is the URL the CA's?"),
+        );
+    };
+    match error.error.parse::<Refusal>() {
+        Ok(refusal) => Error::Refused {
+            refusal,
+            message: error.message,
+        },
+        Err(_) => Error::CaError {
+            status: status.as_u16(),
+            code: error.error,
+            message: error.message,
+        },
+    }
+}
+
+fn bad_answer(what: &str, reason: &str) -> Error {
+    Error::BadAnswer {
+        what: what.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_urls() {
+        assert_eq!(
+            ca_url("https://ca.example").expect("https").as_str(),
+            "https://ca.example/"
+        );
+        assert_eq!(
+            ca_url("https://ca.example/org")
+                .expect("https")
+                .join("v1/info")
+                .expect("join")
+                .as_str(),
+            "https://ca.example/org/v1/info"
+        );
+        assert!(ca_url("http://127.0.0.1:8080").is_ok());
+        assert!(ca_url("http://[::1]:8080").is_ok());
+        let plain = ca_url("http://ca.example")
+            .expect_err("plain http")
+            .to_string();
+        assert!(plain.contains("use https://"), "{plain}");
+        assert!(ca_url("ftp://ca.example").is_err());
+        assert!(ca_url("ca.example").is_err());
+    }
+
+    #[test]
+    fn error_bodies_become_refusals() {
+        let body = br#"{"error":"device_retired","message":"retired on 2026-01-01"}"#;
+        let error = error_answer("the CA", StatusCode::FORBIDDEN, body);
+        assert_eq!(error.refusal(), Some(Refusal::DeviceRetired));
+        assert!(error.to_string().contains("retired on 2026-01-01"));
+
+        let unknown = br#"{"error":"new_code","message":"m"}"#;
+        let error = error_answer("the CA", StatusCode::FORBIDDEN, unknown);
+        assert!(
+            matches!(error, Error::CaError { status: 403, .. }),
+            "{error}"
+        );
+
+        let html = b"<html>bad gateway</html>";
+        let error = error_answer("the CA", StatusCode::BAD_GATEWAY, html);
+        assert!(error.to_string().contains("HTTP 502"), "{error}");
+    }
+}
