@@ -566,6 +566,22 @@ fn p256_ek_certificate_longer_than_one_nv_read_and_its_ek() {
         )
         .unwrap();
     assert_eq!(opened.as_slice(), secret);
+
+    // And through the CA's MakeCredential, with the key from the certificate just read.
+    let ek = ssh_tpm_attest::ekcert::EkCertificate::from_der(&certificates[1].1)
+        .and_then(|c| c.public_key())
+        .unwrap();
+    let (blob, encrypted) = ssh_tpm_attest::credential::make_credential(
+        &ek,
+        &name(&ak_public),
+        secret,
+        &mut rand_core::OsRng,
+    )
+    .unwrap();
+    let opened = tpm
+        .activate_credential(EkKind::EccP256, AkTemplate::Standard, &blob, &encrypted)
+        .unwrap();
+    assert_eq!(opened.as_slice(), secret);
     drop(tpm);
     assert_eq!(swtpm.transient_handles(), Vec::<String>::new());
 }
@@ -672,4 +688,44 @@ fn an_unwritten_certificate_index_is_skipped() {
         .map(|(kind, _)| kind)
         .collect();
     assert_eq!(kinds, [EkKind::Rsa2048, EkKind::EccP384]);
+}
+
+/// The CA's side: the EK key taken from the certificate the TPM holds, a credential made by
+/// ssh-tpm-attest for the AK's name, opened by this TPM, for each EK kind swtpm certifies.
+#[test]
+fn activate_credential_opens_credentials_made_by_the_ca() {
+    use ssh_tpm_attest::credential::make_credential;
+    use ssh_tpm_attest::ekcert::EkCertificate;
+
+    let swtpm = Swtpm::start();
+    let mut tpm = open(&swtpm);
+    let ak_public = tpm.attestation_key_public(AkTemplate::Standard).unwrap();
+    let certificates = tpm.ek_certificates().unwrap();
+    assert_eq!(certificates.len(), 2);
+    for (kind, der) in certificates {
+        let ek = EkCertificate::from_der(&der)
+            .and_then(|c| c.public_key())
+            .unwrap();
+        let secret = Sha256::digest(format!("challenge for {kind:?}"));
+        let (blob, encrypted) =
+            make_credential(&ek, &name(&ak_public), &secret, &mut rand_core::OsRng).unwrap();
+        let opened = tpm
+            .activate_credential(kind, AkTemplate::Standard, &blob, &encrypted)
+            .unwrap();
+        assert_eq!(opened.as_slice(), secret.as_slice(), "{kind:?}");
+
+        // Made for another AK: refused.
+        let other = tpm.attestation_key_public(AkTemplate::Variant(3)).unwrap();
+        let (blob, encrypted) =
+            make_credential(&ek, &name(&other), &secret, &mut rand_core::OsRng).unwrap();
+        let err = tpm
+            .activate_credential(kind, AkTemplate::Standard, &blob, &encrypted)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("another attestation key"),
+            "{kind:?}: {err}"
+        );
+    }
+    drop(tpm);
+    assert_eq!(swtpm.transient_handles(), Vec::<String>::new());
 }
