@@ -5,15 +5,24 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod api;
+pub mod authority;
 pub mod certificate;
 pub mod compliance;
 pub mod config;
+pub mod enroll;
+pub mod error;
+pub mod issue;
 pub mod krl;
 pub mod oidc;
 pub mod ratelimit;
+pub mod serve;
 pub mod store;
 
+pub use authority::{Authority, Failure};
 pub use config::Config;
+pub use error::CaError;
+pub use serve::{open, serve};
 pub use store::{SqliteStore, Store};
 
 /// The current time in Unix seconds.

@@ -1,0 +1,152 @@
+//! The HTTP API (docs/protocol.md): JSON bodies under `/v1/`, bodies over 64 KiB refused with
+//! 413 before they are read, every error as `{"error": CODE, "message": TEXT}` and recorded in
+//! the audit log.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use ssh_tpm_attest::protocol::ErrorBody;
+use ssh_tpm_attest::Refusal;
+
+use crate::authority::{refuse, Authority, Context, Failure};
+use crate::config::MAX_REQUEST_BYTES;
+
+/// The API's routes over `authority`.
+pub fn router(authority: Arc<Authority>) -> Router {
+    Router::new()
+        .route("/v1/info", get(info))
+        .route("/v1/sessions", post(sessions))
+        .route("/v1/enroll", post(enroll))
+        .route("/v1/enroll/activate", post(activate))
+        .route("/v1/certificates", post(certificates))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .with_state(authority)
+}
+
+fn error_response(failure: &Failure, status: Option<StatusCode>) -> Response {
+    let status = status.unwrap_or_else(|| {
+        StatusCode::from_u16(failure.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    });
+    let message = match failure {
+        // Internal details stay in the log.
+        Failure::Internal(_) => "internal error; the CA's log says more".to_owned(),
+        _ => failure.detail().to_owned(),
+    };
+    let body = ErrorBody {
+        error: failure.code().to_owned(),
+        message,
+    };
+    (status, Json(body)).into_response()
+}
+
+/// The body as `T`, or a refusal: 413 when over the limit, `bad_request` when not `T`.
+fn parse<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, (Failure, Option<StatusCode>)> {
+    let bytes = body.map_err(|rejection| {
+        let status = rejection.status();
+        let detail = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!(
+                "the request body is larger than {} KiB",
+                MAX_REQUEST_BYTES / 1024
+            )
+        } else {
+            format!("the request body cannot be read: {rejection}")
+        };
+        (refuse(Refusal::BadRequest, detail), Some(status))
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        let detail = format!("the request is not the expected JSON: {e}");
+        (refuse(Refusal::BadRequest, detail), None)
+    })
+}
+
+/// Runs one request: parse, act, record a failure.
+async fn handle<Req, Resp, F>(
+    authority: &Authority,
+    endpoint: &'static str,
+    body: Result<Bytes, BytesRejection>,
+    act: F,
+) -> Response
+where
+    Req: DeserializeOwned,
+    Resp: serde::Serialize,
+    F: AsyncFnOnce(&Authority, Req, &mut Context) -> Result<Resp, Failure>,
+{
+    let mut ctx = Context::default();
+    let (failure, status) = match parse::<Req>(body) {
+        Ok(req) => match act(authority, req, &mut ctx).await {
+            Ok(resp) => return Json(resp).into_response(),
+            Err(failure) => (failure, None),
+        },
+        Err(e) => e,
+    };
+    authority.record_failure(endpoint, &failure, &ctx).await;
+    error_response(&failure, status)
+}
+
+async fn info(State(ca): State<Arc<Authority>>) -> Response {
+    match ca.info() {
+        Ok(info) => Json(info).into_response(),
+        Err(failure) => {
+            ca.record_failure("/v1/info", &failure, &Context::default())
+                .await;
+            error_response(&failure, None)
+        }
+    }
+}
+
+async fn sessions(
+    State(ca): State<Arc<Authority>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    // The body is `{}`; an empty one is accepted too.
+    let body = body.map(|b| {
+        if b.is_empty() {
+            Bytes::from_static(b"{}")
+        } else {
+            b
+        }
+    });
+    handle(
+        &ca,
+        "/v1/sessions",
+        body,
+        async |ca, _: serde_json::Map<_, _>, _| ca.create_session().await,
+    )
+    .await
+}
+
+async fn enroll(State(ca): State<Arc<Authority>>, body: Result<Bytes, BytesRejection>) -> Response {
+    handle(&ca, "/v1/enroll", body, async |ca, req, ctx| {
+        ca.enroll(&req, ctx).await
+    })
+    .await
+}
+
+async fn activate(
+    State(ca): State<Arc<Authority>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(&ca, "/v1/enroll/activate", body, async |ca, req, ctx| {
+        ca.activate(&req, ctx).await
+    })
+    .await
+}
+
+async fn certificates(
+    State(ca): State<Arc<Authority>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(&ca, "/v1/certificates", body, async |ca, req, ctx| {
+        ca.issue(&req, ctx).await
+    })
+    .await
+}

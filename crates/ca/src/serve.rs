@@ -1,0 +1,232 @@
+//! Starting the CA: open the database, load the CA key and the EK trust anchors, and serve the
+//! API on a listener, over TLS (rustls, ring) unless the listener is on a loopback address.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use ssh_key::PrivateKey;
+use ssh_tpm_attest::ekcert::TrustAnchors;
+
+use crate::authority::Authority;
+use crate::config::{Config, TlsConfig};
+use crate::error::CaError;
+use crate::store::{SqliteStore, Store};
+
+/// Sessions and challenges are forgotten this long after they expire.
+const PURGE_AFTER_SECS: u64 = 3600;
+
+/// Opens everything `config` names and builds the CA.
+///
+/// # Errors
+///
+/// [`CaError`] naming the file or setting that is wrong.
+pub async fn open(config: Config) -> Result<Arc<Authority>, CaError> {
+    let ca_key = load_ca_key(&config.ca_key)?;
+    let anchors = load_anchors(&config.ek_roots)?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_url).await?);
+    Ok(Arc::new(Authority::new(config, store, ca_key, anchors)?))
+}
+
+/// Reads the CA's OpenSSH private key (unencrypted).
+///
+/// # Errors
+///
+/// [`CaError::Io`] or [`CaError::Setup`].
+pub fn load_ca_key(path: &Path) -> Result<PrivateKey, CaError> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| CaError::io("cannot read the CA key", path, e))?,
+    );
+    let key = PrivateKey::from_openssh(text.as_bytes()).map_err(|e| {
+        CaError::Setup(format!(
+            "{} is not an OpenSSH private key: {e}",
+            path.display()
+        ))
+    })?;
+    if key.is_encrypted() {
+        return Err(CaError::Setup(format!(
+            "{} is encrypted; the CA needs an unencrypted key (ssh-keygen -p -N '' -f {})",
+            path.display(),
+            path.display()
+        )));
+    }
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!("{} can be read by others; chmod 600 it", path.display());
+        }
+    }
+    Ok(key)
+}
+
+/// Reads the EK roots: PEM files with one or more certificates each.
+///
+/// # Errors
+///
+/// [`CaError::Setup`] when none is configured or a file holds no certificate.
+pub fn load_anchors(paths: &[std::path::PathBuf]) -> Result<TrustAnchors, CaError> {
+    if paths.is_empty() {
+        return Err(CaError::Setup(
+            "no EK trust anchors: list the TPM manufacturers' root certificates in ek_roots".into(),
+        ));
+    }
+    let mut pem = Vec::new();
+    for path in paths {
+        let text =
+            std::fs::read(path).map_err(|e| CaError::io("cannot read the EK root", path, e))?;
+        pem.extend_from_slice(&text);
+        pem.push(b'\n');
+    }
+    TrustAnchors::from_pem(&pem)
+        .map_err(|e| CaError::Setup(format!("EK roots ({}): {e}", join_paths(paths))))
+}
+
+fn join_paths(paths: &[std::path::PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn tls_server_config(tls: &TlsConfig) -> Result<rustls::ServerConfig, CaError> {
+    let setup = |what: &str, path: &Path, e: String| {
+        CaError::Setup(format!("{what} {}: {e}", path.display()))
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert)
+        .map_err(|e| setup("cannot read the TLS certificate", &tls.cert, e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| setup("bad TLS certificate in", &tls.cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(setup("no certificate in", &tls.cert, "empty".into()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .map_err(|e| setup("cannot read the TLS key", &tls.key, e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CaError::Setup(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| CaError::Setup(format!("TLS certificate and key: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+///
+/// TLS is used when the configuration has it; without it the listener must be on a loopback
+/// address.
+///
+/// # Errors
+///
+/// [`CaError::Setup`] for a non-loopback listener without TLS or a bad TLS key;
+/// [`CaError::Serve`] when the server fails.
+pub async fn serve(
+    authority: Arc<Authority>,
+    listener: std::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), CaError> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CaError::Serve(format!("listener: {e}")))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| CaError::Serve(format!("listener: {e}")))?;
+    let tls = match &authority.config.tls {
+        Some(tls) => Some(tls_server_config(tls)?),
+        None if addr.ip().is_loopback() => None,
+        None => {
+            return Err(CaError::Setup(format!(
+                "refusing to serve on {addr} without TLS: set tls_cert and tls_key in {}",
+                authority.config.path.display()
+            )))
+        }
+    };
+
+    let purger = tokio::spawn(purge_loop(authority.clone()));
+    let app = crate::api::router(authority);
+    let result = match tls {
+        Some(tls) => {
+            tracing::info!("listening on https://{addr}");
+            serve_tls(app, listener, tls, shutdown).await
+        }
+        None => {
+            tracing::info!("listening on http://{addr} (loopback, no TLS)");
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .map_err(|e| CaError::Serve(format!("listener: {e}")))?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(|e| CaError::Serve(e.to_string()))
+        }
+    };
+    purger.abort();
+    result
+}
+
+async fn serve_tls(
+    app: axum::Router,
+    listener: std::net::TcpListener,
+    tls: rustls::ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), CaError> {
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
+    axum_server::from_tcp_rustls(listener, config)
+        .handle(handle)
+        .serve(app.into_make_service())
+        .await
+        .map_err(|e| CaError::Serve(e.to_string()))
+}
+
+async fn purge_loop(authority: Arc<Authority>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        let before = crate::now().saturating_sub(PURGE_AFTER_SECS);
+        if let Err(e) = authority.store.purge_expired(before).await {
+            tracing::warn!("cannot purge expired sessions: {e}");
+        }
+    }
+}
+
+/// `ssh-tpm-ca serve`: binds the configured address and serves until SIGINT or SIGTERM.
+///
+/// # Errors
+///
+/// As [`open`] and [`serve`].
+pub async fn run(config: Config) -> Result<(), CaError> {
+    let addr: SocketAddr = config.listen;
+    let authority = open(config).await?;
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| CaError::Serve(format!("cannot listen on {addr}: {e}")))?;
+    serve(authority, listener, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
