@@ -1,0 +1,286 @@
+//! `ssh-tpm-cert`: enrols this device's TPM with the organisation's CA, renews the SSH
+//! certificates of TPM keys, shows them, and installs a daily renewal timer. The flow lives
+//! in the `ssh-tpm-cert` library; this is argument parsing, prompts and messages.
+
+mod cli;
+mod units;
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use ssh_tpm::owner::{self, OwnerArgs};
+use ssh_tpm::tpm_args::TpmArgs;
+use ssh_tpm::CliError;
+use ssh_tpm_cert::certfile::{self, format_duration, format_time, now};
+use ssh_tpm_cert::enroll::{self, EkFamily, EnrollOptions};
+use ssh_tpm_cert::login::{Browser, LoginOptions};
+use ssh_tpm_cert::renew::{self, Outcome, RenewOptions};
+use ssh_tpm_cert::{state, CaClient, HttpOptions};
+use ssh_tpm_tpm::{Pin, Tpm};
+
+use cli::{Args, Command, EkArg, NetArgs};
+
+/// What a command fails with: the CLI's own errors or the client library's.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Cli(#[from] CliError),
+    #[error(transparent)]
+    Cert(#[from] ssh_tpm_cert::Error),
+}
+
+impl From<ssh_tpm_tpm::Error> for Failure {
+    fn from(e: ssh_tpm_tpm::Error) -> Self {
+        Failure::Cli(e.into())
+    }
+}
+
+fn main() -> ExitCode {
+    ssh_tpm::quiet_tss();
+    let args = Args::parse();
+    let level = if args.debug {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::WARN
+    };
+    ssh_tpm::init_logging(level);
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ssh-tpm-cert: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Failure> {
+    let state_path = match &args.state {
+        Some(path) => path.clone(),
+        None => state::default_path()?,
+    };
+    match args.command {
+        Command::Enroll(a) => enroll(&a, &state_path),
+        Command::Renew(a) => renew(&a, &state_path),
+        Command::Status(a) => status(&a.keys, &state_path),
+        Command::InstallTimer(a) => Ok(units::install(&a.tpm, &a.keys, a.force)?),
+    }
+}
+
+fn enroll(args: &cli::EnrollArgs, state_path: &Path) -> Result<(), Failure> {
+    let net = net_options(&args.net)?;
+    let ca = CaClient::new(&args.ca, &net.http)?;
+    let mut tpm = open_tpm(&args.tpm, &args.owner)?;
+    let options = EnrollOptions {
+        ek: args.ek.map(|ek| match ek {
+            EkArg::Rsa => EkFamily::Rsa,
+            EkArg::Ecc => EkFamily::Ecc,
+        }),
+        ..EnrollOptions::default()
+    };
+    let enrolment = enroll::enroll(&mut tpm, &ca, &net, &options, state_path)?;
+    println!(
+        "Enrolled with {} as device {} ({} EK).",
+        enrolment.ca_url, enrolment.device_id, enrolment.ek
+    );
+    println!(
+        "Saved in {}; get a certificate with `ssh-tpm-cert renew`.",
+        state_path.display()
+    );
+    Ok(())
+}
+
+fn renew(args: &cli::RenewArgs, state_path: &Path) -> Result<(), Failure> {
+    let enrolment = state::require(state_path)?;
+    let keys = match args.keys.is_empty() {
+        true => vec![default_key()?],
+        false => args.keys.iter().map(|k| certfile::key_path(k)).collect(),
+    };
+    let login = net_options(&args.net)?;
+    let ca = CaClient::new(args.ca.as_deref().unwrap_or(&enrolment.ca_url), &login.http)?;
+    let options = RenewOptions {
+        force: args.force,
+        hand_to_agent: !args.no_agent,
+        login,
+    };
+    let mut tpm = open_tpm(&args.tpm, &args.owner)?;
+    for key in &keys {
+        let mut pin = || ask_pin(key);
+        let outcome = renew::renew(&mut tpm, &ca, &enrolment, key, &mut pin, &options)?;
+        report(&outcome);
+    }
+    Ok(())
+}
+
+/// Prints what a renewal did.
+fn report(outcome: &Outcome) {
+    match outcome {
+        Outcome::StillGood { path, valid_before } => println!(
+            "{} is still good until {} ({} left); renewal is due in the last third of its \
+             life (--force renews now).",
+            path.display(),
+            format_time(*valid_before),
+            format_duration(valid_before.saturating_sub(now()))
+        ),
+        Outcome::Renewed {
+            path,
+            reason,
+            certificate,
+            user,
+            handover,
+            ..
+        } => {
+            println!("Renewing because {reason}.");
+            if !user.is_empty() {
+                println!("Logged in as {user}.");
+            }
+            println!(
+                "Wrote {}: principals {}, serial {}, valid until {}.",
+                path.display(),
+                certificate.valid_principals().join(", "),
+                certificate.serial(),
+                format_time(certificate.valid_before())
+            );
+            if let Some(handover) = handover {
+                println!("{}.", first_upper(&handover.to_string()));
+            }
+        }
+    }
+}
+
+fn first_upper(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+fn status(keys: &[PathBuf], state_path: &Path) -> Result<(), Failure> {
+    match state::load(state_path)? {
+        Some(e) => println!(
+            "Enrolled with {} as device {} ({} EK) since {}.",
+            e.ca_url,
+            e.device_id,
+            e.ek,
+            format_time(e.enrolled_at)
+        ),
+        None => println!("Not enrolled ({} does not exist).", state_path.display()),
+    }
+    let keys = match keys.is_empty() {
+        true => all_keys()?,
+        false => keys.iter().map(|k| certfile::key_path(k)).collect(),
+    };
+    let now = now();
+    for key in keys {
+        let cert_path = certfile::cert_path(&key);
+        println!("{}:", key.display());
+        match certfile::read(&cert_path) {
+            Ok(Some(cert)) => {
+                for line in certfile::describe(&cert, now) {
+                    println!("  {line}");
+                }
+            }
+            Ok(None) => println!("  no certificate ({} is missing)", cert_path.display()),
+            Err(e) => println!("  {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// `~/.ssh`.
+fn ssh_dir() -> Result<PathBuf, CliError> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|home| PathBuf::from(home).join(".ssh"))
+        .ok_or_else(|| CliError::Usage("HOME is not set; name the key with -f".into()))
+}
+
+/// `~/.ssh/id_ecdsa.tpm`, else `~/.ssh/id_rsa.tpm`.
+fn default_key() -> Result<PathBuf, CliError> {
+    let dir = ssh_dir()?;
+    let candidates = [dir.join("id_ecdsa.tpm"), dir.join("id_rsa.tpm")];
+    candidates
+        .iter()
+        .find(|path| path.exists())
+        .cloned()
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "no key at {} or {}; make one with ssh-tpm-keygen, or name it with -f",
+                candidates[0].display(),
+                candidates[1].display()
+            ))
+        })
+}
+
+/// Every `*.tpm` directly in `~/.ssh`, sorted.
+fn all_keys() -> Result<Vec<PathBuf>, CliError> {
+    let dir = ssh_dir()?;
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(CliError::io(format!("cannot list {}", dir.display()), e)),
+    };
+    let mut keys: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "tpm") && path.is_file())
+        .collect();
+    keys.sort();
+    Ok(keys)
+}
+
+/// The login and HTTP options the flags ask for.
+fn net_options(net: &NetArgs) -> Result<LoginOptions, Failure> {
+    let mut http = HttpOptions::default();
+    if let Some(path) = &net.tls_roots {
+        let pem = std::fs::read(path)
+            .map_err(|e| CliError::io(format!("cannot read {}", path.display()), e))?;
+        http.add_roots_from_pem(&pem)?;
+    }
+    Ok(LoginOptions {
+        timeout: Duration::from_secs(net.login_timeout),
+        browser: if net.no_browser {
+            Browser::None
+        } else {
+            Browser::Auto
+        },
+        http,
+    })
+}
+
+/// Opens the TPM the flags name, with the owner password of `-o` or the environment.
+fn open_tpm(tpm: &TpmArgs, owner_args: &OwnerArgs) -> Result<Tpm, Failure> {
+    let from_env = owner::password_from_env();
+    let mut opened = Tpm::open(&tpm.target()?)?;
+    let password = match from_env {
+        _ if owner_args.owner_password => Some(owner::ask_on_terminal()?),
+        from_env => from_env,
+    };
+    if let Some(password) = password {
+        opened.set_owner_password(password);
+    }
+    Ok(opened)
+}
+
+/// The key's PIN: on the terminal when there is one, else through SSH_ASKPASS.
+fn ask_pin(key: &Path) -> ssh_tpm_cert::Result<Pin> {
+    let prompt = format!("Enter PIN for {}: ", key.display());
+    if std::io::stdin().is_terminal() {
+        let pin = rpassword::prompt_password(&prompt)
+            .map_err(|e| ssh_tpm_cert::Error::Usage(format!("cannot read the PIN: {e}")))?;
+        return Ok(Pin::from(pin));
+    }
+    let askpass = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ssh_tpm_cert::Error::Usage(format!("cannot start the event loop: {e}")))?
+        .block_on(ssh_tpm_agent_core::askpass::ask_pin(&prompt));
+    askpass.map_err(|e| {
+        ssh_tpm_cert::Error::Usage(format!(
+            "{} needs its PIN and there is no terminal to ask on: {e}",
+            key.display()
+        ))
+    })
+}
