@@ -121,6 +121,11 @@ impl Parsed {
 
     /// Verifies that `issuer`'s key made this certificate's signature.
     fn signed_by(&self, issuer: &Parsed) -> Result<()> {
+        if self.cert.signature_algorithm != self.cert.tbs_certificate.signature {
+            return Err(Error::BadSignature(
+                "the signature algorithm differs from the signed one".into(),
+            ));
+        }
         let sig_alg = self.cert.signature_algorithm.oid;
         let sig =
             self.cert.signature.as_bytes().ok_or_else(|| {
