@@ -1,0 +1,179 @@
+//! The client's TPM steps on a swtpm manufactured with EK certificates, checked by the CA's
+//! own code (ssh-tpm-attest): a certificate request passes the quote and certification
+//! checks, one made with another AK does not, and an enrolment challenge made with
+//! MakeCredential to the EK certificate is answered.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../tpm/tests/ek_swtpm/mod.rs"]
+mod ek_swtpm;
+
+use ek_swtpm::Swtpm;
+use ssh_key::PublicKey;
+use ssh_tpm_attest::protocol::{ActivateResponse, EnrollChallenge, SessionResponse};
+use ssh_tpm_attest::tpm::Public;
+use ssh_tpm_attest::{b64, checks, credential, derive, Refusal};
+use ssh_tpm_cert::enroll::{self, EkFamily};
+use ssh_tpm_cert::renew;
+use ssh_tpm_cert::IdToken;
+use ssh_tpm_tpm::{AkTemplate, EkKind, KeySpec, Pin, Tpm, TpmTarget};
+
+fn open(swtpm: &Swtpm) -> Tpm {
+    Tpm::open(&TpmTarget::Tcti(swtpm.tcti())).unwrap()
+}
+
+fn session() -> SessionResponse {
+    SessionResponse {
+        session_id: "session-1".into(),
+        nonce: b64::encode(&[7u8; 32]),
+        expires_at: 4_000_000_000,
+        oidc_nonce: derive::oidc_nonce("session-1", &[7u8; 32]),
+    }
+}
+
+#[test]
+fn certificate_requests_pass_the_cas_checks() {
+    let swtpm = Swtpm::start();
+    let mut tpm = open(&swtpm);
+    let pin = Pin::from("1234".to_string());
+    let mut with_pin = tpm.create_key(KeySpec::EcdsaP256, &pin).unwrap();
+    with_pin.description = Some("alice@laptop".into());
+    let without_pin = tpm.create_key(KeySpec::Rsa2048, &Pin::empty()).unwrap();
+    let ak = Public::decode(&tpm.attestation_key_public(AkTemplate::Standard).unwrap()).unwrap();
+    let token = IdToken::from_raw("header.payload.signature");
+    let session = session();
+
+    for (key, pin) in [(&with_pin, &pin), (&without_pin, &Pin::empty())] {
+        let request = renew::request(&mut tpm, key, pin, &session, &token, "ab12").unwrap();
+        assert_eq!(request.session_id, "session-1");
+        assert_eq!(request.id_token, "header.payload.signature");
+        assert_eq!(request.device_id, "ab12");
+
+        // The fields decode, and the CA's checks accept them over the same qualifying data.
+        let ssh_key = PublicKey::from_openssh(&request.ssh_public_key).unwrap();
+        let key_public = b64::decode(&request.key_public).unwrap();
+        assert_eq!(key_public, key.pubkey[2..]);
+        let qualifying =
+            derive::qualifying_data("session-1", &[7u8; 32], &ssh_key.to_bytes().unwrap());
+        let pcrs = checks::check_quote(&ak, &request.quote, &qualifying).unwrap();
+        assert_eq!(
+            pcrs.0.keys().copied().collect::<Vec<_>>(),
+            (0..=7).collect::<Vec<_>>()
+        );
+        checks::check_certify(&ak, &request.certify, &key_public, &ssh_key, &qualifying).unwrap();
+
+        // Another session's qualifying data does not fit.
+        let other = derive::qualifying_data("session-2", &[7u8; 32], &ssh_key.to_bytes().unwrap());
+        let refused = checks::check_quote(&ak, &request.quote, &other).unwrap_err();
+        assert_eq!(refused.refusal, Refusal::QuoteInvalid);
+    }
+    assert_eq!(
+        PublicKey::from_openssh(
+            &renew::request(&mut tpm, &with_pin, &pin, &session, &token, "x")
+                .unwrap()
+                .ssh_public_key
+        )
+        .unwrap()
+        .comment(),
+        "alice@laptop"
+    );
+
+    // Signed by an AK the CA did not pin: refused.
+    let request = renew::request_with(
+        &mut tpm,
+        &without_pin,
+        &Pin::empty(),
+        &session,
+        &token,
+        "ab12",
+        AkTemplate::Variant(3),
+        &renew::BOOT_PCRS,
+    )
+    .unwrap();
+    let ssh_key = PublicKey::from_openssh(&request.ssh_public_key).unwrap();
+    let qualifying = derive::qualifying_data("session-1", &[7u8; 32], &ssh_key.to_bytes().unwrap());
+    let refused = checks::check_quote(&ak, &request.quote, &qualifying).unwrap_err();
+    assert_eq!(refused.refusal, Refusal::QuoteInvalid);
+
+    // A wrong PIN is the TPM's error, before anything reaches the CA.
+    let wrong = renew::request(
+        &mut tpm,
+        &with_pin,
+        &Pin::from("0000".to_string()),
+        &session,
+        &token,
+        "ab12",
+    );
+    assert!(
+        matches!(
+            wrong,
+            Err(ssh_tpm_cert::Error::Tpm(
+                ssh_tpm_tpm::Error::WrongPin { .. }
+            ))
+        ),
+        "{wrong:?}"
+    );
+}
+
+#[test]
+fn enrolment_answers_a_make_credential_challenge() {
+    let swtpm = Swtpm::start();
+    let mut tpm = open(&swtpm);
+
+    for (family, kind) in [
+        (None, EkKind::Rsa2048),
+        (Some(EkFamily::Ecc), EkKind::EccP384),
+    ] {
+        let ek = enroll::choose_ek(&mut tpm, family).unwrap();
+        assert_eq!(ek.kind, kind);
+        let request = enroll::request(
+            &mut tpm,
+            &ek,
+            AkTemplate::Standard,
+            &session(),
+            &IdToken::from_raw("t"),
+        )
+        .unwrap();
+        assert_eq!(b64::decode(&request.ek_cert).unwrap(), ek.certificate.der());
+
+        // The CA's side: AK checks, then MakeCredential to the certificate's key.
+        let ak = Public::decode(&b64::decode(&request.ak_public).unwrap()).unwrap();
+        checks::check_ak_public(&ak).unwrap();
+        let secret = [0x5a; 32];
+        let ek_key = ek.certificate.public_key().unwrap();
+        let (blob, encrypted) =
+            credential::make_credential(&ek_key, &ak.name(), &secret, &mut rand_core::OsRng)
+                .unwrap();
+        let challenge = EnrollChallenge {
+            challenge_id: "c1".into(),
+            credential_blob: b64::encode(&blob),
+            encrypted_secret: b64::encode(&encrypted),
+        };
+        let answer = enroll::activate(&mut tpm, &ek, AkTemplate::Standard, &challenge).unwrap();
+        assert_eq!(answer.challenge_id, "c1");
+        assert_eq!(b64::decode(&answer.secret).unwrap(), secret);
+
+        // The CA's confirmation is checked against this TPM.
+        let mut confirmed = ActivateResponse {
+            device_id: ek.device_id(),
+            ak_name: b64::encode(&ak.name()),
+        };
+        enroll::check_confirmation(&mut tpm, &ek, AkTemplate::Standard, &confirmed).unwrap();
+        confirmed.device_id = "00".repeat(32);
+        assert!(
+            enroll::check_confirmation(&mut tpm, &ek, AkTemplate::Standard, &confirmed).is_err()
+        );
+        assert_eq!(
+            renew::current_device_id(&mut tpm, kind).unwrap(),
+            ek.device_id()
+        );
+    }
+
+    // RSA only, asked for by name.
+    assert_eq!(
+        enroll::choose_ek(&mut tpm, Some(EkFamily::Rsa))
+            .unwrap()
+            .kind,
+        EkKind::Rsa2048
+    );
+}
