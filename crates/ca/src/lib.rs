@@ -6,12 +6,16 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod api;
+pub mod audit;
 pub mod authority;
 pub mod certificate;
+pub mod cli;
 pub mod compliance;
 pub mod config;
 pub mod enroll;
 pub mod error;
+pub mod init;
+pub mod inventory;
 pub mod issue;
 pub mod krl;
 pub mod oidc;
