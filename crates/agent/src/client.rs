@@ -57,8 +57,16 @@ fn call(socket: &Path, request: &Request) -> Result<Response> {
         path: socket.to_path_buf(),
         reason,
     };
-    let mut stream =
-        UnixStream::connect(socket).map_err(|e| fail(format!("cannot connect: {e}")))?;
+    let mut stream = UnixStream::connect(socket).map_err(|e| {
+        fail(match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                "no agent is listening there; start ssh-tpm-agent, or point SSH_TPM_AUTH_SOCK \
+                 at its socket"
+                    .into()
+            }
+            _ => format!("cannot connect: {e}"),
+        })
+    })?;
     let mut frame = Vec::new();
     request
         .encoded_len()

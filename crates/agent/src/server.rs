@@ -234,6 +234,10 @@ impl Agent {
     ) -> Result<Vec<u8>> {
         match kind {
             REQUEST_IDENTITIES if body.is_empty() => self.identities(peer).await,
+            REQUEST_IDENTITIES => Err(Error::Protocol(format!(
+                "malformed list request: {} bytes after the message type, expected none",
+                body.len()
+            ))),
             SIGN_REQUEST => {
                 let request = SignRequest::decode(body)
                     .ok_or_else(|| Error::Protocol("malformed sign request".into()))?;
@@ -249,8 +253,8 @@ impl Agent {
     async fn handle_other(&self, peer: &mut Peer, message: &[u8]) -> Result<Vec<u8>> {
         let request = Request::decode(&mut &message[..]).map_err(|e| {
             Error::Protocol(format!(
-                "unreadable request (type {:?}): {e}",
-                message.first()
+                "unreadable request of type {}: {e}",
+                message.first().copied().unwrap_or_default()
             ))
         })?;
         if self.is_locked() && !matches!(request, Request::Unlock(_)) {
@@ -268,8 +272,8 @@ impl Agent {
             Request::Unlock(passphrase) => self.unlock(passphrase).await?,
             _ => {
                 return Err(Error::Protocol(format!(
-                    "request type {:?} is not supported",
-                    message.first()
+                    "request type {} is not supported",
+                    message.first().copied().unwrap_or_default()
                 )))
             }
         };

@@ -38,6 +38,13 @@ pub enum Error {
     )]
     Pem(pem_rfc7468::Error),
 
+    /// A PEM block with nothing between its BEGIN and END lines.
+    #[error(
+        "the key file's PEM block is empty: nothing between its BEGIN and END lines; copy \
+         the file again from where it was made"
+    )]
+    EmptyPem,
+
     /// The input ends inside a field.
     #[error(
         "key file is truncated: field `{field}` at byte {offset} needs {needed} bytes, \

@@ -40,6 +40,13 @@ pub fn decode(text: &str) -> Result<Vec<u8>, Error> {
         Some(at) => &document[..at + end_line.len()],
         None => return Err(Error::Pem(pem_rfc7468::Error::PostEncapsulationBoundary)),
     };
+    if block
+        .lines()
+        .skip(1)
+        .all(|line| line.trim().is_empty() || line.starts_with("-----END"))
+    {
+        return Err(Error::EmptyPem);
+    }
     let block = format!("{block}\n");
 
     // The decoder needs the line width: take it from the first line of base64.
