@@ -259,4 +259,115 @@ mod tests {
         assert_eq!(format_duration(5 * 3600 + 7 * 60), "5h 07m");
         assert_eq!(format_time(u64::MAX), "forever");
     }
+
+    /// Signs `public` (a `.pub` file) with a fresh CA key via ssh-keygen, valid for
+    /// `validity` (ssh-keygen -V); returns the certificate line.
+    fn sign(dir: &Path, public: &Path, validity: &str) -> String {
+        let ca = dir.join("ca");
+        if !ca.exists() {
+            keygen(&["-q", "-t", "ed25519", "-N", "", "-f"], &ca);
+        }
+        let out = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-s"])
+            .arg(&ca)
+            .args([
+                "-I",
+                "user=alice device=ab",
+                "-n",
+                "alice,admins",
+                "-z",
+                "42",
+            ])
+            .args(["-V", validity])
+            .arg(public)
+            .output()
+            .expect("run ssh-keygen -s");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cert = sibling(public, "-cert.pub");
+        let line = std::fs::read_to_string(&cert).expect("read the certificate");
+        std::fs::remove_file(cert).expect("remove ssh-keygen's copy");
+        line
+    }
+
+    fn sibling(public: &Path, suffix: &str) -> PathBuf {
+        let stem = public.file_stem().expect("stem").to_string_lossy();
+        public.with_file_name(format!("{stem}{suffix}"))
+    }
+
+    fn keygen(args: &[&str], path: &Path) {
+        let out = std::process::Command::new("ssh-keygen")
+            .args(args)
+            .arg(path)
+            .output()
+            .expect("run ssh-keygen");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A user key made by ssh-keygen: its .pub path and key data.
+    fn user_key(dir: &Path, name: &str) -> (PathBuf, KeyData) {
+        let path = dir.join(name);
+        keygen(&["-q", "-t", "ecdsa", "-N", "", "-f"], &path);
+        let public = PathBuf::from(format!("{}.pub", path.display()));
+        let text = std::fs::read_to_string(&public).expect("read .pub");
+        let key = ssh_key::PublicKey::from_openssh(text.trim()).expect("parse .pub");
+        (public, key.key_data().clone())
+    }
+
+    #[test]
+    fn installing_checks_the_certificate_and_keeps_the_old_one_otherwise() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (alice_pub, alice) = user_key(dir.path(), "alice");
+        let (bob_pub, _) = user_key(dir.path(), "bob");
+        let path = dir.path().join("alice-cert.pub");
+        assert!(renewal_reason(&path, &alice, now())
+            .expect("missing")
+            .contains("does not exist"));
+
+        let good = sign(dir.path(), &alice_pub, "-5m:+16h");
+        let cert = install(&path, &good, &alice).expect("install");
+        assert_eq!(cert.serial(), 42);
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), good);
+        assert_eq!(renewal_reason(&path, &alice, now()), None);
+        let lines = describe(&cert, now());
+        assert_eq!(lines[0], "principals: alice, admins");
+        assert_eq!(lines[1], "key id: user=alice device=ab");
+        assert!(lines[2].starts_with("valid until "), "{}", lines[2]);
+        assert_eq!(lines[3], "serial: 42");
+
+        // Not a certificate, or one for another key: refused, the old file stays.
+        let before = std::fs::read(&path).expect("read");
+        assert!(install(&path, "ssh-ed25519 AAAA garbage", &alice).is_err());
+        let bobs = sign(dir.path(), &bob_pub, "-5m:+16h");
+        let error = install(&path, &bobs, &alice)
+            .expect_err("another key")
+            .to_string();
+        assert!(error.contains("another key"), "{error}");
+        assert_eq!(std::fs::read(&path).expect("read"), before);
+
+        // Near its end, expired, and for another key: due.
+        let late = sign(dir.path(), &alice_pub, "-15h:+30m");
+        install(&path, &late, &alice).expect("install");
+        let reason = renewal_reason(&path, &alice, now()).expect("due");
+        assert!(reason.contains("third of its life"), "{reason}");
+        assert!(describe(&parse(&late).expect("parse"), now())[2].contains("renew due"));
+        let expired = sign(dir.path(), &alice_pub, "-2h:-1h");
+        install(&path, &expired, &alice).expect("install");
+        assert!(renewal_reason(&path, &alice, now())
+            .expect("due")
+            .contains("expired"));
+        std::fs::write(&path, &bobs).expect("write bob's");
+        assert!(renewal_reason(&path, &alice, now())
+            .expect("due")
+            .contains("another key"));
+        std::fs::write(&path, "junk\n").expect("write junk");
+        assert!(renewal_reason(&path, &alice, now()).is_some());
+    }
 }

@@ -290,4 +290,104 @@ mod tests {
         let error = error_answer("the CA", StatusCode::BAD_GATEWAY, html);
         assert!(error.to_string().contains("HTTP 502"), "{error}");
     }
+
+    /// A one-connection-at-a-time HTTP server answering each request with the next of
+    /// `answers` (status, body); `None` hangs without answering.
+    fn fake_ca(
+        answers: Vec<Option<(u16, &'static str)>>,
+    ) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        use std::io::{BufRead as _, BufReader, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        let server = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for answer in answers {
+                let (mut stream, _) = listener.accept().expect("accept");
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut line = String::new();
+                reader.read_line(&mut line).expect("request line");
+                let mut length = 0;
+                loop {
+                    let mut header = String::new();
+                    reader.read_line(&mut header).expect("header");
+                    if header.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().expect("length");
+                    }
+                }
+                let mut body = vec![0; length];
+                std::io::Read::read_exact(&mut reader, &mut body).expect("body");
+                seen.push(format!("{}{}", line.trim(), String::from_utf8_lossy(&body)));
+                let Some((status, body)) = answer else {
+                    std::thread::sleep(Duration::from_millis(1500));
+                    continue;
+                };
+                write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .expect("answer");
+            }
+            seen
+        });
+        (url, server)
+    }
+
+    #[test]
+    fn calls_reach_their_endpoints_and_refusals_keep_their_code() {
+        let info = r#"{"issuer":"http://127.0.0.1:1","client_id":"ssh-tpm","scopes":["openid"],
+            "ca_public_key":"ssh-ed25519 AAAA ca","default_validity_secs":57600}"#;
+        let session = r#"{"session_id":"s","nonce":"AAAA","expires_at":5,"oidc_nonce":"n"}"#;
+        let refused = r#"{"error":"device_retired","message":"gone"}"#;
+        let (url, server) = fake_ca(vec![
+            Some((200, info)),
+            Some((200, session)),
+            Some((403, refused)),
+            None,
+        ]);
+        let options = HttpOptions {
+            timeout: Duration::from_millis(700),
+            ..HttpOptions::default()
+        };
+        let ca = CaClient::new(&url, &options).expect("client");
+        assert_eq!(ca.info().expect("info").client_id, "ssh-tpm");
+        assert_eq!(ca.session().expect("session").session_id, "s");
+        let request = ActivateRequest {
+            challenge_id: "c".into(),
+            secret: "s3cret".into(),
+        };
+        let error = ca.activate(&request).expect_err("refused");
+        assert_eq!(error.refusal(), Some(Refusal::DeviceRetired));
+        let error = ca.info().expect_err("hangs").to_string();
+        assert!(error.contains("no answer in time"), "{error}");
+
+        let seen = server.join().expect("server");
+        assert_eq!(seen[0], "GET /v1/info HTTP/1.1");
+        assert_eq!(seen[1], "POST /v1/sessions HTTP/1.1{}");
+        assert!(
+            seen[2].starts_with("POST /v1/enroll/activate HTTP/1.1{"),
+            "{}",
+            seen[2]
+        );
+    }
+
+    #[test]
+    fn a_closed_port_is_unreachable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let ca = CaClient::new(&format!("http://127.0.0.1:{port}"), &HttpOptions::default())
+            .expect("client");
+        let error = ca.session().expect_err("closed");
+        assert!(matches!(error, Error::Unreachable { .. }), "{error}");
+        assert!(error
+            .to_string()
+            .starts_with("cannot reach the CA at http://127.0.0.1:"));
+    }
 }

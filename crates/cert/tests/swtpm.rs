@@ -177,3 +177,98 @@ fn enrolment_answers_a_make_credential_challenge() {
         EkKind::Rsa2048
     );
 }
+
+/// Signs the `.pub` file `public` with a fresh ssh-keygen CA, valid for `validity`.
+fn sign(dir: &std::path::Path, public: &std::path::Path, validity: &str) -> String {
+    let ca = dir.join("ca");
+    let run = |cmd: &mut std::process::Command| {
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    if !ca.exists() {
+        run(std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&ca));
+    }
+    run(std::process::Command::new("ssh-keygen")
+        .args(["-q", "-s"])
+        .arg(&ca)
+        .args(["-I", "id", "-n", "alice", "-V", validity])
+        .arg(public));
+    let cert = dir.join("id-cert.pub");
+    let line = std::fs::read_to_string(&cert).unwrap();
+    std::fs::remove_file(cert).unwrap();
+    line
+}
+
+#[test]
+fn renew_asks_nothing_while_the_certificate_is_good_and_keeps_it_when_the_ca_fails() {
+    let swtpm = Swtpm::start();
+    let mut tpm = open(&swtpm);
+    let dir = tempfile::tempdir().unwrap();
+    let key = tpm.create_key(KeySpec::EcdsaP256, &Pin::empty()).unwrap();
+    let key_path = dir.path().join("id.tpm");
+    std::fs::write(&key_path, key.to_pem()).unwrap();
+    let public = PublicKey::new(renew::ssh_key_data(&key).unwrap(), "alice@laptop");
+    let public_path = dir.path().join("id.pub");
+    std::fs::write(&public_path, public.to_openssh().unwrap()).unwrap();
+    let cert_path = dir.path().join("id-cert.pub");
+
+    let ek = enroll::choose_ek(&mut tpm, None).unwrap();
+    let enrolment = ssh_tpm_cert::state::Enrolment {
+        ca_url: "http://127.0.0.1:9/".into(),
+        device_id: ek.device_id(),
+        ek: ssh_tpm_cert::state::ek_name(ek.kind).into(),
+        enrolled_at: 0,
+    };
+    // Port 9 (discard) is closed here: any request fails.
+    let ca = ssh_tpm_cert::CaClient::new(&enrolment.ca_url, &Default::default()).unwrap();
+    let mut no_pin = || -> ssh_tpm_cert::Result<Pin> { panic!("no PIN may be asked") };
+    let options = renew::RenewOptions::default();
+
+    let good = sign(dir.path(), &public_path, "-5m:+16h");
+    std::fs::write(&cert_path, &good).unwrap();
+    let outcome = renew::renew(&mut tpm, &ca, &enrolment, &key_path, &mut no_pin, &options);
+    assert!(
+        matches!(outcome, Ok(renew::Outcome::StillGood { .. })),
+        "{outcome:?}"
+    );
+
+    // Due, or forced: the CA is asked, fails, and the old certificate stays.
+    let late = sign(dir.path(), &public_path, "-15h:+30m");
+    std::fs::write(&cert_path, &late).unwrap();
+    let error = renew::renew(&mut tpm, &ca, &enrolment, &key_path, &mut no_pin, &options)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("cannot reach the CA at http://127.0.0.1:9/"),
+        "{error}"
+    );
+    assert_eq!(std::fs::read_to_string(&cert_path).unwrap(), late);
+
+    std::fs::write(&cert_path, &good).unwrap();
+    let forced = renew::RenewOptions {
+        force: true,
+        ..renew::RenewOptions::default()
+    };
+    let error = renew::renew(&mut tpm, &ca, &enrolment, &key_path, &mut no_pin, &forced);
+    assert!(
+        matches!(error, Err(ssh_tpm_cert::Error::Unreachable { .. })),
+        "{error:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&cert_path).unwrap(), good);
+
+    // Another TPM's enrolment: refused before the CA is asked.
+    let other = ssh_tpm_cert::state::Enrolment {
+        device_id: "00".repeat(32),
+        ..enrolment
+    };
+    let error = renew::renew(&mut tpm, &ca, &other, &key_path, &mut no_pin, &forced)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("not the enrolled"), "{error}");
+}
