@@ -15,7 +15,6 @@ pub const TIMER_UNIT: &str = "ssh-tpm-cert-renew.timer";
 const SERVICE_TEXT: &str = "\
 [Unit]
 Description=Renew SSH certificates of TPM keys from the organisation's CA
-Documentation=man:ssh-tpm-cert(1)
 
 [Service]
 Type=oneshot
@@ -129,5 +128,19 @@ mod tests {
         assert!(SERVICE_TEXT.contains("Type=oneshot"));
         assert!(TIMER_TEXT.contains("Persistent=true"));
         assert!(TIMER_TEXT.contains("RandomizedDelaySec="));
+    }
+
+    #[test]
+    fn the_user_guide_shows_the_units_as_written() {
+        let guide = include_str!("../../../../../docs/cert.md");
+        let service = SERVICE_TEXT.replace("@EXEC@", "/usr/bin/ssh-tpm-cert renew");
+        assert!(
+            guide.contains(&service),
+            "docs/cert.md must show:\n{service}"
+        );
+        assert!(
+            guide.contains(TIMER_TEXT),
+            "docs/cert.md must show:\n{TIMER_TEXT}"
+        );
     }
 }
