@@ -26,9 +26,6 @@ pub enum Error {
     /// A cryptographic operation failed (bad key, RNG failure).
     #[error("cryptographic operation failed: {0}")]
     Crypto(String),
-    /// Work in progress.
-    #[error("not implemented yet: {0}")]
-    NotImplemented(&'static str),
 }
 
 /// Result with this crate's [`Error`].

@@ -439,3 +439,42 @@ fn pcr_policy() {
     assert_eq!(serde_json::from_str::<PcrValues>(&json).unwrap(), values);
     assert!(serde_json::from_str::<PcrPolicy>(r#"{"0":["xyz"]}"#).is_err());
 }
+
+#[test]
+fn an_rsa_ssh_key_is_accepted_and_compared_by_modulus_and_exponent() {
+    let rsa_ssh = ssh_key::PublicKey::from_openssh(
+        std::str::from_utf8(&fixture("rsakey.ssh")).unwrap().trim(),
+    )
+    .unwrap();
+    assert_eq!(
+        public("rsakey.pub").ssh_key_data().unwrap(),
+        *rsa_ssh.key_data()
+    );
+    check_certify(
+        &public("ak-ecc.pub"),
+        &evidence("certify-rsakey"),
+        &fixture("rsakey.pub"),
+        &rsa_ssh,
+        &qualifying_data(),
+    )
+    .unwrap();
+    // The ECDSA key of the request is not this RSA key, and the other way round.
+    let r = check_certify(
+        &public("ak-ecc.pub"),
+        &evidence("certify-rsakey"),
+        &fixture("rsakey.pub"),
+        &ssh_key(),
+        &qualifying_data(),
+    )
+    .unwrap_err();
+    assert_eq!(r.refusal, Refusal::KeyMismatch);
+    let r = check_certify(
+        &public("ak-ecc.pub"),
+        &evidence("certify"),
+        &fixture("key.pub"),
+        &rsa_ssh,
+        &qualifying_data(),
+    )
+    .unwrap_err();
+    assert_eq!(r.refusal, Refusal::KeyMismatch);
+}
