@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod ca;
+pub mod ca_world;
 
 use std::fs;
 use std::io::Write;
