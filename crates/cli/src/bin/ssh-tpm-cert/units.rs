@@ -43,17 +43,22 @@ pub fn install(tpm: &TpmArgs, keys: &[PathBuf], force: bool) -> Result<(), CliEr
     let exe = std::env::current_exe()
         .map_err(|e| CliError::io("cannot tell where ssh-tpm-cert is installed", e))?;
     let exec = exec_line(&units::unit_path(&exe, "ssh-tpm-cert")?, tpm, keys)?;
-    let unit_files = [
-        (SERVICE_UNIT, SERVICE_TEXT.replace("@EXEC@", &exec)),
-        (TIMER_UNIT, TIMER_TEXT.to_string()),
-    ];
-    units::write_units(&unit_dir()?, &unit_files, force)?;
+    write(&unit_dir()?, &exec, force)?;
     println!("Now run:");
     println!("  systemctl --user daemon-reload");
     println!("  systemctl --user enable --now {TIMER_UNIT}");
     println!("The login needs a browser: the service uses $BROWSER or xdg-open from the user");
     println!("manager's environment (systemctl --user import-environment DISPLAY BROWSER).");
     Ok(())
+}
+
+/// Writes both units into `dir`, the service running `exec`.
+fn write(dir: &Path, exec: &str, force: bool) -> Result<(), CliError> {
+    let unit_files = [
+        (SERVICE_UNIT, SERVICE_TEXT.replace("@EXEC@", exec)),
+        (TIMER_UNIT, TIMER_TEXT.to_string()),
+    ];
+    units::write_units(dir, &unit_files, force)
 }
 
 /// `EXEC renew [--tcti T | --swtpm] [-f KEY]…`, each word fit for a unit file.
@@ -142,5 +147,38 @@ mod tests {
             guide.contains(TIMER_TEXT),
             "docs/cert.md must show:\n{TIMER_TEXT}"
         );
+    }
+
+    #[test]
+    fn the_units_pass_systemd_analyze_verify() {
+        let dir = std::env::temp_dir().join(format!("ssh-tpm-cert-units-{}", std::process::id()));
+        let units = dir.join("systemd/user");
+        let no_tpm = TpmArgs {
+            tcti: None,
+            swtpm: false,
+        };
+        let exec = exec_line("/bin/true", &no_tpm, &[]).expect("exec line");
+        write(&units, &exec, false).expect("write");
+        let again = write(&units, &exec, false).expect_err("exists");
+        assert!(again.to_string().contains("--force"), "{again}");
+        write(&units, &exec, true).expect("forced");
+
+        let analyze = Path::new("/usr/bin/systemd-analyze");
+        if analyze.exists() {
+            let runtime = dir.join("run");
+            std::fs::create_dir_all(&runtime).expect("runtime dir");
+            let out = std::process::Command::new(analyze)
+                .args(["verify", "--user"])
+                .arg(units.join(TIMER_UNIT))
+                .arg(units.join(SERVICE_UNIT))
+                .env("XDG_RUNTIME_DIR", &runtime)
+                .output()
+                .expect("run systemd-analyze");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+        } else {
+            eprintln!("systemd-analyze is not installed; the units were only written");
+        }
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
