@@ -59,7 +59,11 @@ fn variants(original: &[u8], rng: &mut Rng, count: usize) -> Vec<Vec<u8>> {
     out
 }
 
-const TPM_FIXTURES: [&str; 19] = [
+const TPM_FIXTURES: [&str; 23] = [
+    "sign-pss.pub",
+    "sign-pss.sig",
+    "sign-p384.pub",
+    "sign-p384.sig",
     "ak-ecc.pub",
     "ak-rsa.pub",
     "key.pub",
