@@ -424,3 +424,30 @@ fn a_full_directory_keeps_the_old_key_and_says_why() {
         assert_eq!(&now, bytes, "{} changed", name.to_string_lossy());
     }
 }
+
+/// After TPM2_Clear the owner seed is new: the agent says that the key is gone, and why.
+#[test]
+fn a_cleared_tpm_says_the_keys_are_gone_and_why() {
+    let tpm = Swtpm::start();
+    let dir = tempdir();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).expect("key dir");
+    let key = keygen_at(&tpm.tcti(), &keys, "id");
+    assert_ok(&tpm.tpm2("tpm2_clear", &["-c", "p"]), "tpm2_clear");
+
+    let agent = Agent::serve(&tpm, &keys, &[]);
+    let message = dir.path().join("message");
+    support::write(&message, "made before the clear\n");
+    let out = sign_file(agent.socket(), &key.public, &message);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let log = agent.stderr_once_it_contains("request failed");
+    let expected = "this key belongs to a different TPM, or the TPM was cleared, or its parent \
+                    is not the one in the key file; the key cannot be used here. A cleared TPM \
+                    (tpm2_clear, a firmware reset) has new seeds, so every key made before is \
+                    gone for good: make new keys with ssh-tpm-keygen";
+    let line = log
+        .lines()
+        .find(|l| l.contains("request failed: key SHA256:"))
+        .unwrap_or_default();
+    assert!(line.ends_with(expected), "{log}");
+}

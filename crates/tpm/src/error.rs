@@ -53,7 +53,9 @@ pub enum Error {
     /// The key's private part does not fit this TPM (other TPM, cleared TPM, other parent).
     #[error(
         "this key belongs to a different TPM, or the TPM was cleared, or its parent is not \
-         the one in the key file; the key cannot be used here"
+         the one in the key file; the key cannot be used here. A cleared TPM (tpm2_clear, a \
+         firmware reset) has new seeds, so every key made before is gone for good: make new \
+         keys with ssh-tpm-keygen"
     )]
     ForeignKey,
 
