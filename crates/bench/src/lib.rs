@@ -7,7 +7,7 @@
 //! speaks the agent protocol; [`scenario`] holds the measurements made through a socket;
 //! [`floor`] signs through tss-esapi alone; [`swtpm`] starts a private swtpm; [`ours`] and
 //! [`peer`] start the two agents; [`run`] drives one whole run into [`results`], and
-//! [`report`] turns those into Markdown.
+//! [`report`] turns those into Markdown. [`soak`] is the long run of many clients.
 
 pub mod agent_client;
 pub mod error;
@@ -23,6 +23,7 @@ pub mod report;
 pub mod results;
 pub mod run;
 pub mod scenario;
+pub mod soak;
 pub mod swtpm;
 
 pub use error::{Error, Result};
