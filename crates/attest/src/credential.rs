@@ -17,9 +17,11 @@
 use aes::{Aes128, Aes256};
 use cfb_mode::cipher::{AsyncStreamCipher as _, KeyIvInit as _};
 use hmac::digest::core_api::BlockSizeUser;
-use hmac::digest::{Digest, FixedOutputReset};
+use hmac::digest::Digest;
 use hmac::{Mac as _, SimpleHmac};
-use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+use p256::elliptic_curve::ecdh::EphemeralSecret;
+use p256::elliptic_curve::sec1::{FromEncodedPoint, ModulusSize, ToEncodedPoint};
+use p256::elliptic_curve::{AffinePoint, CurveArithmetic, FieldBytesSize, PublicKey};
 use rand_core::CryptoRngCore;
 use sha2::{Sha256, Sha384};
 use zeroize::Zeroizing;
@@ -181,31 +183,38 @@ fn share_seed(
                 .map_err(|e| Error::Crypto(format!("RSA-OAEP to the EK: {e}")))?;
             Ok((seed, encrypted))
         }
-        EkPublicKey::EccP256 { key } => {
-            let ephemeral = p256::ecdh::EphemeralSecret::random(rng);
-            let z = ephemeral.diffie_hellman(key);
-            let eph = ephemeral.public_key().to_encoded_point(false);
-            let ek_point = key.to_encoded_point(false);
-            let (ex, ey, kx) = (eph.x(), eph.y(), ek_point.x());
-            let (Some(ex), Some(ey), Some(kx)) = (ex, ey, kx) else {
-                return Err(Error::Crypto("ECDH produced the point at infinity".into()));
-            };
-            let seed = kdfe::<Sha256>(z.raw_secret_bytes(), b"IDENTITY", ex, kx, 32);
-            Ok((seed, ecc_point(ex, ey)))
-        }
-        EkPublicKey::EccP384 { key } => {
-            let ephemeral = p384::ecdh::EphemeralSecret::random(rng);
-            let z = ephemeral.diffie_hellman(key);
-            let eph = ephemeral.public_key().to_encoded_point(false);
-            let ek_point = key.to_encoded_point(false);
-            let (ex, ey, kx) = (eph.x(), eph.y(), ek_point.x());
-            let (Some(ex), Some(ey), Some(kx)) = (ex, ey, kx) else {
-                return Err(Error::Crypto("ECDH produced the point at infinity".into()));
-            };
-            let seed = kdfe::<Sha384>(z.raw_secret_bytes(), b"IDENTITY", ex, kx, 48);
-            Ok((seed, ecc_point(ex, ey)))
-        }
+        EkPublicKey::EccP256 { key } => ecdh_seed::<p256::NistP256, Sha256>(key, rng),
+        EkPublicKey::EccP384 { key } => ecdh_seed::<p384::NistP384, Sha384>(key, rng),
     }
+}
+
+/// The ECC seed: ECDH of an ephemeral key with the EK, then KDFe over the shared x with the
+/// ephemeral and EK x coordinates; the ephemeral point is what the TPM needs to redo it.
+fn ecdh_seed<C, D>(
+    ek: &PublicKey<C>,
+    rng: &mut impl CryptoRngCore,
+) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>)>
+where
+    C: CurveArithmetic,
+    FieldBytesSize<C>: ModulusSize,
+    AffinePoint<C>: FromEncodedPoint<C> + ToEncodedPoint<C>,
+    D: Digest,
+{
+    let ephemeral = EphemeralSecret::<C>::random(rng);
+    let shared = ephemeral.diffie_hellman(ek);
+    let ours = ephemeral.public_key().to_encoded_point(false);
+    let theirs = ek.to_encoded_point(false);
+    let (Some(x), Some(y), Some(ek_x)) = (ours.x(), ours.y(), theirs.x()) else {
+        return Err(Error::Crypto("ECDH produced the point at infinity".into()));
+    };
+    let seed = kdfe::<D>(
+        shared.raw_secret_bytes(),
+        b"IDENTITY",
+        x,
+        ek_x,
+        <D as Digest>::output_size(),
+    );
+    Ok((seed, ecc_point(x, y)))
 }
 
 /// `TPMS_ECC_POINT`: two `TPM2B_ECC_PARAMETER`s.
@@ -226,24 +235,26 @@ fn put_tpm2b(out: &mut Vec<u8>, bytes: &[u8]) {
 /// Steps 2 and 3: the encrypted, integrity-protected credential.
 fn protect<D>(seed: &[u8], name: &[u8], secret: &[u8], sym_bytes: usize) -> Vec<u8>
 where
-    D: Digest + BlockSizeUser + FixedOutputReset + Clone,
+    D: Digest + BlockSizeUser,
 {
     let sym_key = kdfa::<D>(seed, b"STORAGE", name, &[], sym_bytes);
     let mut enc_identity = Zeroizing::new(Vec::with_capacity(2 + secret.len()));
     put_tpm2b(&mut enc_identity, secret);
     cfb_encrypt(&sym_key, &mut enc_identity);
 
-    let hmac_key = kdfa::<D>(seed, b"INTEGRITY", &[], &[], <D as Digest>::output_size());
-    let outer_hmac = hmac::<D>(&hmac_key)
-        .chain_update(enc_identity.as_slice())
-        .chain_update(name)
-        .finalize()
-        .into_bytes();
-
-    let mut blob = Vec::with_capacity(2 + outer_hmac.len() + enc_identity.len());
-    put_tpm2b(&mut blob, &outer_hmac);
+    let mut blob = Vec::with_capacity(2 + <D as Digest>::output_size() + enc_identity.len());
+    put_tpm2b(&mut blob, &outer_hmac::<D>(seed, &enc_identity, name));
     blob.extend_from_slice(&enc_identity);
     blob
+}
+
+/// outerHMAC = HMAC-H(KDFa(H, seed, "INTEGRITY", "", "", |H| bits), encIdentity ‖ name).
+fn outer_hmac<D: Digest + BlockSizeUser>(seed: &[u8], enc_identity: &[u8], name: &[u8]) -> Vec<u8> {
+    let key = kdfa::<D>(seed, b"INTEGRITY", &[], &[], <D as Digest>::output_size());
+    let mut mac = hmac::<D>(&key);
+    mac.update(enc_identity);
+    mac.update(name);
+    mac.finalize().into_bytes().to_vec()
 }
 
 fn hmac<D: Digest + BlockSizeUser>(key: &[u8]) -> SimpleHmac<D> {
@@ -261,24 +272,14 @@ pub(crate) fn kdfa<D: Digest + BlockSizeUser>(
     context_v: &[u8],
     bytes: usize,
 ) -> Zeroizing<Vec<u8>> {
-    let bits = u32::try_from(bytes * 8).unwrap_or(u32::MAX);
-    let mut out = Zeroizing::new(Vec::with_capacity(bytes + <D as Digest>::output_size()));
-    let mut counter = 1u32;
-    while out.len() < bytes {
-        let block = hmac::<D>(key)
-            .chain_update(counter.to_be_bytes())
-            .chain_update(label)
-            .chain_update([0])
-            .chain_update(context_u)
-            .chain_update(context_v)
-            .chain_update(bits.to_be_bytes())
-            .finalize()
-            .into_bytes();
-        out.extend_from_slice(&block);
-        counter += 1;
-    }
-    out.truncate(bytes);
-    out
+    let bits = u32::try_from(bytes * 8).unwrap_or(u32::MAX).to_be_bytes();
+    counter_mode(bytes, |i| {
+        let mut mac = hmac::<D>(key);
+        for part in [&i[..], label, &[0], context_u, context_v, &bits] {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().to_vec()
+    })
 }
 
 /// KDFe (Part 1, 11.4.10.3): H([i]₃₂ ‖ Z ‖ label ‖ 00 ‖ partyUInfo ‖ partyVInfo) for
@@ -290,19 +291,24 @@ pub(crate) fn kdfe<D: Digest>(
     party_v: &[u8],
     bytes: usize,
 ) -> Zeroizing<Vec<u8>> {
-    let mut out = Zeroizing::new(Vec::with_capacity(bytes + <D as Digest>::output_size()));
-    let mut counter = 1u32;
-    while out.len() < bytes {
-        let block = D::new()
-            .chain_update(counter.to_be_bytes())
-            .chain_update(z)
-            .chain_update(label)
-            .chain_update([0])
-            .chain_update(party_u)
-            .chain_update(party_v)
-            .finalize();
-        out.extend_from_slice(&block);
-        counter += 1;
+    counter_mode(bytes, |i| {
+        let mut h = D::new();
+        for part in [&i[..], z, label, &[0], party_u, party_v] {
+            h.update(part);
+        }
+        h.finalize().to_vec()
+    })
+}
+
+/// The counter mode both KDFs share: blocks for counters 1, 2, … until `bytes` are made.
+fn counter_mode(bytes: usize, mut block: impl FnMut([u8; 4]) -> Vec<u8>) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(bytes + 64));
+    for counter in 1u32.. {
+        if out.len() >= bytes {
+            break;
+        }
+        let b = Zeroizing::new(block(counter.to_be_bytes()));
+        out.extend_from_slice(&b);
     }
     out.truncate(bytes);
     out
@@ -329,16 +335,11 @@ pub(crate) mod tests {
         sym_bytes: usize,
     ) -> Option<Vec<u8>>
     where
-        D: Digest + BlockSizeUser + FixedOutputReset + Clone,
+        D: Digest + BlockSizeUser,
     {
         let size = usize::from(u16::from_be_bytes([*blob.first()?, *blob.get(1)?]));
         let (outer, enc) = blob.get(2..)?.split_at_checked(size)?;
-        let hmac_key = kdfa::<D>(seed, b"INTEGRITY", &[], &[], <D as Digest>::output_size());
-        let expected = hmac::<D>(&hmac_key)
-            .chain_update(enc)
-            .chain_update(name)
-            .finalize();
-        if expected.into_bytes().as_slice() != outer {
+        if outer_hmac::<D>(seed, enc, name) != outer {
             return None;
         }
         let mut plain = enc.to_vec();
@@ -397,50 +398,38 @@ pub(crate) mod tests {
         rand_core::OsRng
     }
 
+    /// Makes a credential to a fresh key on the curve, then opens it with the private key as
+    /// the TPM would: ECDH, KDFe, then the outer HMAC and the decryption.
+    macro_rules! ecc_round_trip {
+        ($curve:ident, $ek:ident, $hash:ty, $size:expr, $sym:expr) => {{
+            let name = [0x00, 0x0b, 7, 7, 7];
+            let secret = b"0123456789abcdef";
+            let private = $curve::SecretKey::random(&mut rng());
+            let public = EkPublicKey::$ek {
+                key: private.public_key(),
+            };
+            let (blob, enc) = make_credential(&public, &name, secret, &mut rng()).unwrap();
+            assert_eq!(blob.len(), 2 + $size + 2 + secret.len());
+            let point = $curve::PublicKey::from_sec1_bytes(&sec1_of(&enc, $size)).unwrap();
+            let z = $curve::ecdh::diffie_hellman(private.to_nonzero_scalar(), point.as_affine());
+            let ek_x = private.public_key().to_encoded_point(false);
+            let seed = kdfe::<$hash>(
+                z.raw_secret_bytes(),
+                b"IDENTITY",
+                &enc[2..2 + $size],
+                ek_x.x().unwrap(),
+                $size,
+            );
+            let opened = unprotect::<$hash>(&seed, &name, &blob, $sym);
+            assert_eq!(opened.unwrap(), secret);
+            assert!(unprotect::<$hash>(&seed, &[0, 0x0b, 7], &blob, $sym).is_none());
+        }};
+    }
+
     #[test]
     fn ecc_credentials_unwrap_with_the_ek_private_key() {
-        let name = [0x00, 0x0b, 7, 7, 7];
-        let secret = b"0123456789abcdef";
-
-        let ek = p256::SecretKey::random(&mut rng());
-        let public = EkPublicKey::EccP256 {
-            key: ek.public_key(),
-        };
-        let (blob, enc) = make_credential(&public, &name, secret, &mut rng()).unwrap();
-        let point = p256::PublicKey::from_sec1_bytes(&sec1_of(&enc, 32)).unwrap();
-        let z = p256::ecdh::diffie_hellman(ek.to_nonzero_scalar(), point.as_affine());
-        let seed = kdfe::<Sha256>(
-            z.raw_secret_bytes(),
-            b"IDENTITY",
-            &enc[2..34],
-            ek.public_key().to_encoded_point(false).x().unwrap(),
-            32,
-        );
-        assert_eq!(
-            unprotect::<Sha256>(&seed, &name, &blob, 16).unwrap(),
-            secret
-        );
-        assert!(unprotect::<Sha256>(&seed, &[0, 0x0b, 7], &blob, 16).is_none());
-
-        let ek = p384::SecretKey::random(&mut rng());
-        let public = EkPublicKey::EccP384 {
-            key: ek.public_key(),
-        };
-        let (blob, enc) = make_credential(&public, &name, secret, &mut rng()).unwrap();
-        let point = p384::PublicKey::from_sec1_bytes(&sec1_of(&enc, 48)).unwrap();
-        let z = p384::ecdh::diffie_hellman(ek.to_nonzero_scalar(), point.as_affine());
-        let seed = kdfe::<Sha384>(
-            z.raw_secret_bytes(),
-            b"IDENTITY",
-            &enc[2..50],
-            ek.public_key().to_encoded_point(false).x().unwrap(),
-            48,
-        );
-        assert_eq!(blob.len(), 2 + 48 + 2 + secret.len());
-        assert_eq!(
-            unprotect::<Sha384>(&seed, &name, &blob, 32).unwrap(),
-            secret
-        );
+        ecc_round_trip!(p256, EccP256, Sha256, 32, 16);
+        ecc_round_trip!(p384, EccP384, Sha384, 48, 32);
     }
 
     fn sec1_of(point: &[u8], size: usize) -> Vec<u8> {
