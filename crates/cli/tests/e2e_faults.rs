@@ -451,3 +451,49 @@ fn a_cleared_tpm_says_the_keys_are_gone_and_why() {
         .unwrap_or_default();
     assert!(line.ends_with(expected), "{log}");
 }
+
+/// In dictionary-attack lockout the agent says when it ends: the TPM forgets a failure
+/// every 600 s here, so the lockout lasts at most 10 minutes.
+#[test]
+fn lockout_is_reported_with_the_time_it_ends() {
+    let tpm = Swtpm::start();
+    let lockout = [
+        "--setup-parameters",
+        "--max-tries=1",
+        "--recovery-time=600",
+        "--lockout-recovery-time=1",
+    ];
+    assert_ok(&tpm.tpm2("tpm2_dictionarylockout", &lockout), "lockout");
+    let dir = tempdir();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).expect("key dir");
+    let out = run(product("ssh-tpm-keygen")
+        .args(["--tcti", &tpm.tcti(), "-N", "1234", "-f"])
+        .arg(keys.join("id")));
+    assert_ok(&out, "ssh-tpm-keygen with a PIN");
+    let key = KeyFiles::at(&keys, "id");
+    let askpass = support::write_askpass(dir.path(), "9999");
+    let askpass = askpass.to_str().expect("UTF-8 path");
+    let env = [("SSH_ASKPASS", askpass), ("SSH_ASKPASS_REQUIRE", "force")];
+    let agent = Agent::serve(&tpm, &keys, &env);
+    let message = dir.path().join("message");
+    support::write(&message, "never signed\n");
+
+    // The one wrong PIN the TPM takes; then the lockout.
+    assert!(!sign_file(agent.socket(), &key.public, &message)
+        .status
+        .success());
+    agent.stderr_once_it_contains("now locking PIN keys");
+    assert!(!sign_file(agent.socket(), &key.public, &message)
+        .status
+        .success());
+    let log = agent.stderr_once_it_contains("dictionary-attack lockout");
+    let expected = "the TPM is in dictionary-attack lockout and refuses PINs for at most 10 \
+                    minutes more; try again then; or reset it with the lockout password \
+                    (`tpm2_dictionarylockout --clear-lockout`)";
+    let line = log
+        .lines()
+        .find(|l| l.contains("dictionary-attack lockout"))
+        .unwrap_or_default();
+    assert!(line.ends_with(expected), "{log}");
+}
