@@ -39,8 +39,8 @@ pub fn verify_signature(signer: &Public, message: &[u8], sig: &Signature) -> Res
                 .map_err(|_| Error::BadSignature("RSASSA signature does not match".into()))
         }
         (PublicParams::Rsa { .. }, Signature::RsaPss { hash, sig }) => {
-            // The TPM uses the largest salt the key allows up to the digest size, which is the
-            // digest size for 2048-bit and larger keys (Part 1, B.7).
+            // The salt is as long as the digest, as TPMs sign for FIPS 186-4 (swtpm does:
+            // tests/verify.rs); a TPM using the longest possible salt would be refused.
             let scheme = match hash {
                 HashAlg::Sha384 => Pss::new::<Sha384>(),
                 _ => Pss::new::<Sha256>(),
