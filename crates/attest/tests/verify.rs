@@ -97,3 +97,36 @@ fn keys_without_a_scheme_take_any_fitting_one() {
     .unwrap_err();
     assert!(err.to_string().contains("does not match"), "{err}");
 }
+
+#[test]
+fn attestations_decode_to_the_fields_the_tpm_wrote() {
+    use ssh_tpm_attest::tpm::{Attested, ST_ATTEST_CERTIFY, ST_ATTEST_QUOTE, TPM_GENERATED_VALUE};
+    let qual = common::qualifying_data();
+
+    let quote = ssh_tpm_attest::tpm::Attest::decode(&fixture("quote.attest")).unwrap();
+    assert_eq!(quote.magic, TPM_GENERATED_VALUE);
+    assert_eq!(quote.attest_type(), ST_ATTEST_QUOTE);
+    assert_eq!(quote.extra_data, qual);
+    assert!(quote.clock_info.safe);
+    let Attested::Quote {
+        pcr_selections,
+        pcr_digest,
+    } = &quote.attested
+    else {
+        panic!("not a quote");
+    };
+    assert_eq!(pcr_selections.len(), 1);
+    assert_eq!(pcr_selections[0].hash, 0x000b);
+    assert_eq!(pcr_selections[0].indices(), (0..8).collect::<Vec<u16>>());
+    assert_eq!(pcr_digest.len(), 32);
+
+    let certify = ssh_tpm_attest::tpm::Attest::decode(&fixture("certify.attest")).unwrap();
+    assert_eq!(certify.attest_type(), ST_ATTEST_CERTIFY);
+    let Attested::Certify { name, .. } = &certify.attested else {
+        panic!("not a certification");
+    };
+    assert_eq!(*name, Public::decode(&fixture("key.pub")).unwrap().name());
+    // The signer is named by its qualified name: the AK's name algorithm, then a digest.
+    assert_eq!(certify.qualified_signer[..2], [0x00, 0x0b]);
+    assert_eq!(certify.qualified_signer.len(), 34);
+}
