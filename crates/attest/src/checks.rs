@@ -123,18 +123,13 @@ pub fn check_quote(
 ) -> Result<PcrValues, Rejection> {
     let invalid = |detail: String| reject(Refusal::QuoteInvalid, detail);
     let values = parse_pcrs(&ev.pcrs)?;
-    let attest = verified_attest(
+    let (attest, sig_hash) = verified_attest(
         ak,
         &ev.attest,
         &ev.signature,
         "quote",
         Refusal::QuoteInvalid,
     )?;
-    let sig_hash = decode_b64(&ev.signature, "quote.signature")
-        .ok()
-        .and_then(|b| tpm::Signature::decode(&b).ok())
-        .map(|s| s.hash())
-        .ok_or_else(|| invalid("the quote signature cannot be read".into()))?;
 
     check_header(
         &attest,
@@ -226,7 +221,7 @@ pub fn check_certify(
     qualifying_data: &[u8; 32],
 ) -> Result<(), Rejection> {
     let invalid = |detail: String| reject(Refusal::CertifyInvalid, detail);
-    let attest = verified_attest(
+    let (attest, _) = verified_attest(
         ak,
         &ev.attest,
         &ev.signature,
@@ -295,14 +290,15 @@ fn decode_b64(text: &str, field: &str) -> Result<Vec<u8>, Rejection> {
     })
 }
 
-/// Decodes the attestation and its signature and verifies the signature by `ak`.
+/// Decodes the attestation and its signature and verifies the signature by `ak`; returns the
+/// attestation and the signature's digest algorithm.
 fn verified_attest(
     ak: &Public,
     attest_b64: &str,
     signature_b64: &str,
     what: &str,
     refusal: Refusal,
-) -> Result<Attest, Rejection> {
+) -> Result<(Attest, tpm::HashAlg), Rejection> {
     let attest_bytes = decode_b64(attest_b64, &format!("{what} attest"))?;
     let sig_bytes = decode_b64(signature_b64, &format!("{what} signature"))?;
     let sig = tpm::Signature::decode(&sig_bytes)
@@ -313,7 +309,9 @@ fn verified_attest(
             format!("the {what} is not signed by the device's AK: {e}"),
         )
     })?;
-    Attest::decode(&attest_bytes).map_err(|e| reject(refusal, format!("the {what}: {e}")))
+    let attest =
+        Attest::decode(&attest_bytes).map_err(|e| reject(refusal, format!("the {what}: {e}")))?;
+    Ok((attest, sig.hash()))
 }
 
 fn check_header(
