@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use rustix::process::Signal;
 use ssh_tpm_attest::ekcert::EkCertificate;
 use ssh_tpm_attest::protocol::{
     ActivateResponse, CertificateRequest, CertificateResponse, SessionResponse,
@@ -110,6 +111,8 @@ pub struct CaServer {
     url: String,
     config: PathBuf,
     dir: PathBuf,
+    /// What earlier `serve` processes of this CA logged (before a `kill` or `restart`).
+    earlier_log: String,
 }
 
 impl CaServer {
@@ -161,6 +164,7 @@ impl CaServer {
                     url,
                     config,
                     dir: dir.to_owned(),
+                    earlier_log: String::new(),
                 };
             }
             last_log = daemon.stderr();
@@ -186,9 +190,48 @@ impl CaServer {
         &self.dir
     }
 
-    /// What the server logged so far.
+    /// What the server logged so far (every `serve` process since `start`).
     pub fn log(&self) -> String {
-        self.daemon.stderr() + &self.daemon.stdout()
+        self.earlier_log.clone() + &self.daemon.stderr() + &self.daemon.stdout()
+    }
+
+    /// Process id of the running `serve`.
+    pub fn pid(&self) -> u32 {
+        self.daemon.pid()
+    }
+
+    /// SIGKILL, as a crash: no shutdown of any kind. Returns once the process is gone.
+    pub fn kill(&mut self) {
+        self.daemon.signal(Signal::KILL);
+        let gone = self.daemon.wait_exit(START_TIMEOUT);
+        assert!(gone.is_some(), "ssh-tpm-ca serve outlived SIGKILL");
+    }
+
+    /// Starts `serve` again on the same configuration, database and port (stopping it first
+    /// if it still runs), with `options` before `serve` (e.g. `--debug`); returns once it
+    /// answers.
+    pub fn restart(&mut self, options: &[&str]) {
+        self.daemon.stop();
+        self.earlier_log += &(self.daemon.stderr() + &self.daemon.stdout());
+        let mut cmd = ca_command(&self.config);
+        cmd.args(options).arg("serve").env("RUST_LOG", "info");
+        self.daemon = Daemon::spawn("ssh-tpm-ca", &mut cmd, &self.dir);
+        let info = format!("{}/v1/info", self.url);
+        let up = poll_until(START_TIMEOUT, || {
+            !self.daemon.is_running() || http_get(&info).is_ok_and(|r| r.status == 200)
+        });
+        assert!(
+            up && self.daemon.is_running(),
+            "ssh-tpm-ca serve did not come back on {info}:\n{}",
+            self.daemon.stderr()
+        );
+    }
+
+    /// Sets `key = value` in the configuration file (takes effect at the next `restart`).
+    pub fn set_config(&self, key: &str, value: &str) {
+        let mut text = fs::read_to_string(&self.config).expect("read the CA configuration");
+        set(&mut text, key, value);
+        super::write(&self.config, text);
     }
 
     /// Runs `ssh-tpm-ca --config CONFIG ARGS...`.
