@@ -1,7 +1,6 @@
 //! `ssh-tpm-ca audit` and `ssh-tpm-ca krl`: the audit log read back (every issuance with its
 //! evidence, every refusal with its reason), and a KRL of what retired devices still hold.
 
-use std::io::Write as _;
 use std::path::Path;
 
 use serde_json::{json, Value};
@@ -121,20 +120,8 @@ pub async fn write_krl(
     let krl = crate::krl::encode(ca, &serials, now, now, "ssh-tpm-ca")
         .map_err(|e| CaError::Setup(format!("cannot encode the KRL: {e}")))?;
 
-    // Write beside the target, then rename: sshd never reads a half-written list.
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        out.file_name().and_then(|n| n.to_str()).unwrap_or("krl")
-    ));
-    let mut file =
-        std::fs::File::create(&tmp).map_err(|e| CaError::io("cannot create", &tmp, e))?;
-    file.write_all(&krl)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| CaError::io("cannot write", &tmp, e))?;
-    std::fs::rename(&tmp, out).map_err(|e| CaError::io("cannot replace", out, e))?;
+    // sshd never reads a half-written list.
+    ssh_tpm_keyfile::atomic::write_atomic(out, &krl, 0o644)
+        .map_err(|e| CaError::io("cannot write", out, e))?;
     Ok(serials)
 }

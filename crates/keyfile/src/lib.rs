@@ -34,6 +34,7 @@
 //! # Ok::<(), ssh_tpm_keyfile::Error>(())
 //! ```
 
+pub mod atomic;
 mod der;
 mod error;
 pub mod handle;
