@@ -299,7 +299,7 @@ impl DbLock {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start sqlite3");
+            .unwrap_or_else(|e| panic!("cannot run sqlite3 ({e}): install Debian's sqlite3"));
         let mut stdin = child.stdin.take().expect("sqlite3's stdin");
         stdin
             .write_all(b".timeout 5000\nBEGIN IMMEDIATE;\nSELECT 'locked';\n")
