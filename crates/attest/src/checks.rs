@@ -239,8 +239,12 @@ pub fn check_certify(
         return Err(invalid("the attestation is not a certification".into()));
     };
 
-    let key = Public::decode(key_public)
-        .map_err(|e| invalid(format!("key_public is not a usable TPMT_PUBLIC: {e}")))?;
+    let key = Public::decode(key_public).map_err(|e| {
+        invalid(format!(
+            "key_public is not a usable TPMT_PUBLIC: {}",
+            e.reason()
+        ))
+    })?;
     if key.name() != *name {
         return Err(invalid(
             "the certified name is not the name of key_public".into(),
@@ -301,16 +305,30 @@ fn verified_attest(
 ) -> Result<(Attest, tpm::HashAlg), Rejection> {
     let attest_bytes = decode_b64(attest_b64, &format!("{what} attest"))?;
     let sig_bytes = decode_b64(signature_b64, &format!("{what} signature"))?;
-    let sig = tpm::Signature::decode(&sig_bytes)
-        .map_err(|e| reject(refusal, format!("the {what} signature: {e}")))?;
+    let sig = tpm::Signature::decode(&sig_bytes).map_err(|e| {
+        reject(
+            refusal,
+            format!(
+                "the {what} signature is not a usable TPMT_SIGNATURE: {}",
+                e.reason()
+            ),
+        )
+    })?;
     crate::verify::verify_signature(ak, &attest_bytes, &sig).map_err(|e| {
         reject(
             refusal,
-            format!("the {what} is not signed by the device's AK: {e}"),
+            format!(
+                "the {what} is not signed by the device's AK: {}",
+                e.reason()
+            ),
         )
     })?;
-    let attest =
-        Attest::decode(&attest_bytes).map_err(|e| reject(refusal, format!("the {what}: {e}")))?;
+    let attest = Attest::decode(&attest_bytes).map_err(|e| {
+        reject(
+            refusal,
+            format!("the {what} is not a usable TPMS_ATTEST: {}", e.reason()),
+        )
+    })?;
     Ok((attest, sig.hash()))
 }
 

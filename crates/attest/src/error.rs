@@ -32,10 +32,39 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// What went wrong, without the words a message that names the field already says
+    /// ("ak_public is not a usable TPMT_PUBLIC: truncated …", "the quote is not signed by the
+    /// device's AK: ECDSA signature does not match").
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Malformed { detail, .. } | Self::BadSignature(detail) => detail.clone(),
+            other => other.to_string(),
+        }
+    }
+
     pub(crate) fn malformed(what: &'static str, detail: impl Into<String>) -> Self {
         Self::Malformed {
             what,
             detail: detail.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_leaves_out_the_structure() {
+        let e = Error::malformed("TPMT_PUBLIC", "3 trailing bytes at byte 88");
+        assert_eq!(
+            e.to_string(),
+            "malformed TPMT_PUBLIC: 3 trailing bytes at byte 88"
+        );
+        assert_eq!(e.reason(), "3 trailing bytes at byte 88");
+        let e = Error::Unsupported("TPM object type keyedhash".into());
+        assert_eq!(e.reason(), "unsupported TPM object type keyedhash");
+        let e = Error::BadSignature("ECDSA signature does not match".into());
+        assert_eq!(e.reason(), "ECDSA signature does not match");
     }
 }

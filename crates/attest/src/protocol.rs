@@ -40,6 +40,7 @@ pub struct InfoResponse {
 
 /// `POST /v1/enroll` body.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(expecting = "an object with session_id, id_token, ek_cert and ak_public")]
 pub struct EnrollRequest {
     /// Session id from `POST /v1/sessions`.
     pub session_id: String,
@@ -64,6 +65,7 @@ pub struct EnrollChallenge {
 
 /// `POST /v1/enroll/activate` body.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(expecting = "an object with challenge_id and secret")]
 pub struct ActivateRequest {
     /// From [`EnrollChallenge::challenge_id`].
     pub challenge_id: String,
@@ -82,6 +84,10 @@ pub struct ActivateResponse {
 
 /// `POST /v1/certificates` body.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    expecting = "an object with session_id, id_token, device_id, ssh_public_key, \
+                     key_public, certify and quote"
+)]
 pub struct CertificateRequest {
     /// Session id from `POST /v1/sessions`.
     pub session_id: String,
@@ -101,6 +107,7 @@ pub struct CertificateRequest {
 
 /// A signed attestation: b64 of a `TPMS_ATTEST` and of its `TPMT_SIGNATURE`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(expecting = "an object with attest and signature")]
 pub struct Evidence {
     /// b64 of the `TPMS_ATTEST`.
     pub attest: String,
@@ -110,6 +117,7 @@ pub struct Evidence {
 
 /// A quote with the PCR values it covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(expecting = "an object with attest, signature and pcrs")]
 pub struct QuoteEvidence {
     /// b64 of the `TPMS_ATTEST`.
     pub attest: String,

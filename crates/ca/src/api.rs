@@ -1,13 +1,13 @@
 //! The HTTP API (docs/protocol.md): JSON bodies under `/v1/`, bodies over 64 KiB refused with
 //! 413 before they are read, every error as `{"error": CODE, "message": TEXT}` and recorded in
-//! the audit log.
+//! the audit log, down to an unknown path (404) or a wrong method (405).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -26,6 +26,8 @@ pub fn router(authority: Arc<Authority>) -> Router {
         .route("/v1/enroll", post(enroll))
         .route("/v1/enroll/activate", post(activate))
         .route("/v1/certificates", post(certificates))
+        .fallback(unknown_path)
+        .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(authority)
 }
@@ -46,8 +48,10 @@ fn error_response(failure: &Failure, status: Option<StatusCode>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// The body as `T`, or a refusal: 413 when over the limit, `bad_request` when not `T`.
+/// The body of a request to `endpoint` as `T`, or a refusal: 413 when over the limit,
+/// `bad_request` when not JSON or not `T`.
 fn parse<T: DeserializeOwned>(
+    endpoint: &str,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, (Failure, Option<StatusCode>)> {
     let bytes = body.map_err(|rejection| {
@@ -63,7 +67,12 @@ fn parse<T: DeserializeOwned>(
         (refuse(Refusal::BadRequest, detail), Some(status))
     })?;
     serde_json::from_slice(&bytes).map_err(|e| {
-        let detail = format!("the request is not the expected JSON: {e}");
+        let detail = match e.classify() {
+            serde_json::error::Category::Data => format!(
+                "the body is not a {endpoint} request: {e}; docs/protocol.md shows its fields"
+            ),
+            _ => format!("the body is not JSON: {e}"),
+        };
         (refuse(Refusal::BadRequest, detail), None)
     })
 }
@@ -81,7 +90,7 @@ where
     F: AsyncFnOnce(&Authority, Req, &mut Context) -> Result<Resp, Failure>,
 {
     let mut ctx = Context::default();
-    let (failure, status) = match parse::<Req>(body) {
+    let (failure, status) = match parse::<Req>(endpoint, body) {
         Ok(req) => match act(authority, req, &mut ctx).await {
             Ok(resp) => return Json(resp).into_response(),
             Err(failure) => (failure, None),
@@ -90,6 +99,43 @@ where
     };
     authority.record_failure(endpoint, &failure, &ctx).await;
     error_response(&failure, status)
+}
+
+/// At most this much of an unknown path goes into a message.
+const PATH_IN_MESSAGE: usize = 64;
+
+/// Refuses a request outside the API with `bad_request` and `status`, recording it.
+async fn refuse_route(ca: &Authority, uri: &Uri, status: StatusCode, detail: String) -> Response {
+    let failure = refuse(Refusal::BadRequest, detail);
+    let endpoint = uri.path().chars().take(PATH_IN_MESSAGE).collect::<String>();
+    ca.record_failure(&endpoint, &failure, &Context::default())
+        .await;
+    error_response(&failure, Some(status))
+}
+
+async fn unknown_path(State(ca): State<Arc<Authority>>, uri: Uri) -> Response {
+    let mut path: String = uri.path().chars().take(PATH_IN_MESSAGE).collect();
+    if path.len() < uri.path().len() {
+        path.push('…');
+    }
+    let detail = format!(
+        "there is no {path}; the CA serves GET /v1/info and POST /v1/sessions, /v1/enroll, \
+         /v1/enroll/activate and /v1/certificates"
+    );
+    refuse_route(&ca, &uri, StatusCode::NOT_FOUND, detail).await
+}
+
+async fn wrong_method(State(ca): State<Arc<Authority>>, method: Method, uri: Uri) -> Response {
+    let allowed = if uri.path() == "/v1/info" {
+        "GET"
+    } else {
+        "POST"
+    };
+    let detail = format!("{} takes {allowed}, not {method}", uri.path());
+    let mut response = refuse_route(&ca, &uri, StatusCode::METHOD_NOT_ALLOWED, detail).await;
+    let allow = HeaderValue::from_static(allowed);
+    response.headers_mut().insert(header::ALLOW, allow);
+    response
 }
 
 async fn info(State(ca): State<Arc<Authority>>) -> Response {

@@ -216,7 +216,10 @@ impl Authority {
                 Refusal::SessionReplayed,
                 "the session was already used; start a new one",
             )),
-            SessionUse::Unknown => Err(refuse(Refusal::SessionUnknown, "no such session")),
+            SessionUse::Unknown => Err(refuse(
+                Refusal::SessionUnknown,
+                "no such session; it may have expired or the CA restarted: start a new one",
+            )),
         }
     }
 

@@ -219,7 +219,8 @@ async fn run_device(command: DeviceCommand, config: &Config) -> Result<(), CaErr
         } => {
             let bytes =
                 std::fs::read(&ek_cert).map_err(|e| CaError::io("cannot read", &ek_cert, e))?;
-            let cert = crate::inventory::read_ek_cert(&bytes)?;
+            let cert = crate::inventory::read_ek_cert(&bytes)
+                .map_err(|e| CaError::Usage(format!("{}: {e}", ek_cert.display())))?;
             let policy = crate::inventory::parse_pcrs(&pcrs)?;
             let anchors = match crate::serve::load_anchors(&config.ek_roots) {
                 Ok(a) => a,

@@ -245,7 +245,7 @@ impl Config {
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string().trim_end().replace('\n', " "),
+            message: parse_message(text, &e),
         })?;
         let invalid = |message: String| ConfigError::Invalid {
             path: path.to_owned(),
@@ -398,9 +398,38 @@ fn is_loopback_authority(authority: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The parser's complaint about `text` with its line and column, on one line:
+/// "line 3, column 1: unknown field `prot`, expected one of …".
+fn parse_message(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end().replace('\n', " ");
+    let Some(start) = error.span().map(|span| span.start.min(text.len())) else {
+        return message;
+    };
+    let before = text.get(..start).unwrap_or_default();
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .count()
+        + 1;
+    format!("line {line}, column {column}: {message}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_errors_name_line_and_column_on_one_line() {
+        let path = Path::new("/etc/ssh-tpm-ca/ca.toml");
+        let e = Config::from_toml("# CA\nlisten: 1\n", path).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/ssh-tpm-ca/ca.toml: line 2, column 7: expected `.`, `=`"
+        );
+    }
 
     const MINIMAL: &str = r#"
 listen = "127.0.0.1:8443"

@@ -42,10 +42,12 @@ impl Authority {
         // The EK certificate, trusted through the manufacturer's chain.
         let der = decode_field(&req.ek_cert, "ek_cert")?;
         let ek_cert = EkCertificate::from_der(&der).map_err(|e| {
-            refuse(
-                Refusal::BadRequest,
-                format!("ek_cert is not a certificate: {e}"),
-            )
+            let detail = if der.starts_with(b"-----BEGIN") {
+                "ek_cert is PEM; send the DER bytes of the certificate".to_owned()
+            } else {
+                format!("ek_cert: {}", e.reason())
+            };
+            refuse(Refusal::BadRequest, detail)
         })?;
         let device_id = ek_cert.device_id();
         ctx.device_id = Some(device_id.clone());
@@ -61,7 +63,7 @@ impl Authority {
         let ak = Public::decode(&ak_bytes).map_err(|e| {
             refuse(
                 Refusal::AkInvalid,
-                format!("ak_public is not a TPMT_PUBLIC: {e}"),
+                format!("ak_public is not a usable TPMT_PUBLIC: {}", e.reason()),
             )
         })?;
         check_ak_public(&ak)?;
@@ -136,7 +138,7 @@ impl Authority {
                     ak_name: b64::encode(&ak_name),
                 })
             }
-            Activation::Unknown => Err(failed("no such challenge")),
+            Activation::Unknown => Err(failed("no such challenge; enrol again")),
             Activation::Used => Err(failed("the challenge was already answered; enrol again")),
             Activation::Expired => Err(failed("the answer came too late; enrol again")),
             Activation::WrongSecret => Err(failed(

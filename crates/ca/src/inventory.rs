@@ -31,8 +31,13 @@ pub fn read_ek_cert(bytes: &[u8]) -> Result<EkCertificate, CaError> {
     } else {
         bytes.to_vec()
     };
-    EkCertificate::from_der(&der)
-        .map_err(|e| CaError::Usage(format!("not an X.509 EK certificate (DER or PEM): {e}")))
+    EkCertificate::from_der(&der).map_err(|e| {
+        CaError::Usage(format!(
+            "{}; give the EK certificate in DER or PEM, as `tpm2_nvread 0x01c00002` (RSA) or \
+             0x01c0000a (ECC) reads it from the TPM",
+            e.reason()
+        ))
+    })
 }
 
 /// Parses `INDEX=HEX` arguments into a policy; the same index may be given several times.

@@ -46,7 +46,7 @@ impl Authority {
         let ssh_key = PublicKey::from_openssh(&req.ssh_public_key).map_err(|e| {
             refuse(
                 Refusal::BadRequest,
-                format!("ssh_public_key is not an OpenSSH public key: {e}"),
+                format!("ssh_public_key is not an OpenSSH public key (TYPE BASE64 COMMENT): {e}"),
             )
         })?;
         let key_blob = ssh_key
