@@ -42,16 +42,15 @@ pub struct Case {
     pub message: &'static str,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn case(
+/// A case answered with `answer` (status and code); its message follows with [`Case::says`].
+fn request(
     name: &'static str,
     method: &'static str,
     path: &'static str,
     body: Body,
-    status: u16,
-    error: &'static str,
-    message: &'static str,
+    answer: (u16, &'static str),
 ) -> Case {
+    let (status, error) = answer;
     Case {
         name,
         method,
@@ -59,16 +58,16 @@ fn case(
         body,
         status,
         error,
-        message,
+        message: "",
     }
 }
 
 fn post(name: &'static str, path: &'static str, body: Body, answer: (u16, &'static str)) -> Case {
-    let (status, error) = answer;
-    case(name, "POST", path, body, status, error, "")
+    request(name, "POST", path, body, answer)
 }
 
 impl Case {
+    /// The case with the answer's exact `message`.
     fn says(mut self, message: &'static str) -> Case {
         self.message = message;
         self
@@ -104,14 +103,17 @@ fn edit_b64(value: &mut Value, pointer: &str, edit: impl FnOnce(&mut Vec<u8>)) {
     set(value, pointer, json!(b64::encode(&bytes)));
 }
 
+/// Cuts the last 3 bytes off.
 fn truncate(bytes: &mut Vec<u8>) {
     bytes.truncate(bytes.len() - 3);
 }
 
+/// Appends 3 zero bytes.
 fn append(bytes: &mut Vec<u8>) {
     bytes.extend_from_slice(&[0, 0, 0]);
 }
 
+/// The table, in the order the CA's checks meet each field.
 pub fn cases() -> Vec<Case> {
     vec![
         // Any endpoint: the body, the path, the method.
@@ -128,33 +130,41 @@ pub fn cases() -> Vec<Case> {
             (413, "bad_request"),
         )
         .says("the request body is larger than 64 KiB"),
-        case(
+        request(
             "sessions with GET",
             "GET",
             SESSIONS,
             Body::Raw(""),
-            405,
-            "bad_request",
-            "/v1/sessions takes POST, not GET",
-        ),
-        case(
+            (405, "bad_request"),
+        )
+        .says("/v1/sessions takes POST, not GET"),
+        post(
             "info with POST",
-            "POST",
             "/v1/info",
             Body::Raw("{}"),
-            405,
-            "bad_request",
-            "/v1/info takes GET, not POST",
-        ),
-        case(
+            (405, "bad_request"),
+        )
+        .says("/v1/info takes GET, not POST"),
+        post(
             "unknown path",
-            "POST",
             "/v1/certificate",
             Body::Raw("{}"),
-            404,
-            "bad_request",
+            (404, "bad_request"),
+        )
+        .says(
             "there is no /v1/certificate; the CA serves GET /v1/info and POST /v1/sessions, \
              /v1/enroll, /v1/enroll/activate and /v1/certificates",
+        ),
+        post(
+            "unknown path, long",
+            "/v1/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            Body::Raw("{}"),
+            (404, "bad_request"),
+        )
+        .says(
+            "there is no /v1/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa…; the \
+             CA serves GET /v1/info and POST /v1/sessions, /v1/enroll, /v1/enroll/activate and \
+             /v1/certificates",
         ),
         // Enrolment.
         post("enroll empty body", ENROLL, Body::Raw(""), BAD)
