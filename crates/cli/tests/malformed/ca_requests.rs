@@ -813,6 +813,18 @@ pub const COMMANDS: &[Command] = &[
         "(exit 0) no certificate ({dir}/key-cert.pub is missing)",
     ),
     command(
+        "cert status of a missing key",
+        Cert,
+        &[
+            "--state",
+            "{dir}/state.toml",
+            "status",
+            "-f",
+            "{dir}/missing",
+        ],
+        "ssh-tpm-cert: no key file at {dir}/missing.tpm; name a key made by ssh-tpm-keygen with -f",
+    ),
+    command(
         "cert unknown subcommand",
         Cert,
         &["login"],

@@ -173,6 +173,13 @@ fn status(keys: &[PathBuf], state_path: &Path) -> Result<(), Failure> {
         true => all_keys()?,
         false => keys.iter().map(|k| certfile::key_path(k)).collect(),
     };
+    if let Some(missing) = keys.iter().find(|k| !k.exists()) {
+        return Err(CliError::Usage(format!(
+            "no key file at {}; name a key made by ssh-tpm-keygen with -f",
+            missing.display()
+        ))
+        .into());
+    }
     let now = now();
     for key in keys {
         let cert_path = certfile::cert_path(&key);
