@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what ssh-tpm builds and tests with, on Debian: the TPM stack (tpm2-tss, swtpm,
 # tpm2-tools, tpm2-openssl), OpenSSH's client and server, and the small tools the tests
-# drive (systemd-socket-activate and systemd-analyze, pgrep, setpriv), and node with the test
-# OpenID provider's npm packages. Safe to run again.
+# drive (systemd-socket-activate and systemd-analyze, pgrep, setpriv, sqlite3), and node with
+# the test OpenID provider's npm packages. Safe to run again.
 set -euo pipefail
 
 packages=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config openssh-client
-          openssh-server tpm2-openssl openssl systemd procps util-linux)
+          openssh-server tpm2-openssl openssl systemd procps util-linux sqlite3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
