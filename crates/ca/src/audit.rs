@@ -105,6 +105,7 @@ pub async fn audit_text(store: &dyn Store) -> Result<String, CaError> {
 ///
 /// # Errors
 ///
+/// [`CaError::Usage`] for serial 0, which the CA never issues and OpenSSH refuses in a KRL;
 /// [`CaError::Store`] or [`CaError::Io`].
 pub async fn write_krl(
     store: &dyn Store,
@@ -112,13 +113,20 @@ pub async fn write_krl(
     extra: &[u64],
     out: &Path,
 ) -> Result<Vec<u64>, CaError> {
+    if extra.contains(&0) {
+        return Err(CaError::Usage(
+            "--serial 0: the CA never issues serial 0, and OpenSSH rejects a KRL that lists it \
+             (sshd would then refuse every login); `ssh-tpm-ca audit` shows the serials"
+                .into(),
+        ));
+    }
     let now = crate::now();
     let mut serials = store.live_serials_of_retired(now).await?;
     serials.extend_from_slice(extra);
     serials.sort_unstable();
     serials.dedup();
     let krl = crate::krl::encode(ca, &serials, now, now, "ssh-tpm-ca")
-        .map_err(|e| CaError::Setup(format!("cannot encode the KRL: {e}")))?;
+        .map_err(|e| CaError::Setup(e.to_string()))?;
 
     // sshd never reads a half-written list.
     ssh_tpm_keyfile::atomic::write_atomic(out, &krl, 0o644)

@@ -1,6 +1,10 @@
 //! OpenSSH key revocation lists (OpenSSH PROTOCOL.krl): one `KRL_SECTION_CERTIFICATES` for
 //! the CA key, revoking certificates by serial. Unsigned: sshd reads it from a local file
 //! (`RevokedKeys`), and `ssh-keygen -Q` checks certificates against it.
+//!
+//! OpenSSH refuses a whole KRL that lists serial 0 (krl.c revokes serial ranges from 1 up), and
+//! an sshd that cannot read its `RevokedKeys` refuses every certificate login, so the encoder
+//! refuses serial 0 rather than write such a list.
 
 use ssh_encoding::{Encode as _, Writer as _};
 use ssh_key::PublicKey;
@@ -14,6 +18,21 @@ const SECTION_CERTIFICATES: u8 = 1;
 /// `KRL_SECTION_CERT_SERIAL_LIST`.
 const CERT_SERIAL_LIST: u8 = 0x20;
 
+/// Why a KRL was not encoded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KrlError {
+    /// Serial 0 was asked for.
+    #[error(
+        "serial 0 cannot be revoked: the CA never issues it, and OpenSSH rejects a KRL that \
+         lists it; take the serial from `ssh-tpm-ca audit`"
+    )]
+    ZeroSerial,
+    /// The CA key could not be encoded.
+    #[error("cannot encode the KRL: {0}")]
+    Encoding(#[from] ssh_encoding::Error),
+}
+
 /// Encodes a KRL revoking `serials` of certificates signed by `ca`.
 ///
 /// `version` is the KRL version number (callers use the generation time, so that a newer list
@@ -21,14 +40,18 @@ const CERT_SERIAL_LIST: u8 = 0x20;
 ///
 /// # Errors
 ///
-/// [`ssh_encoding::Error`] when the CA key cannot be encoded.
+/// [`KrlError::ZeroSerial`] when `serials` holds 0; [`KrlError::Encoding`] when the CA key
+/// cannot be encoded.
 pub fn encode(
     ca: &PublicKey,
     serials: &[u64],
     version: u64,
     generated: u64,
     comment: &str,
-) -> Result<Vec<u8>, ssh_encoding::Error> {
+) -> Result<Vec<u8>, KrlError> {
+    if serials.contains(&0) {
+        return Err(KrlError::ZeroSerial);
+    }
     let mut serials = serials.to_vec();
     serials.sort_unstable();
     serials.dedup();
@@ -139,5 +162,38 @@ mod tests {
         let empty = encode(ca.public_key(), &[], 2, 2, "").unwrap();
         std::fs::write(&path, empty).unwrap();
         assert!(!revoked(&path, &small));
+    }
+
+    #[test]
+    fn serial_zero_is_refused_rather_than_written() {
+        let ca = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).unwrap();
+        let e = encode(ca.public_key(), &[7, 0], 1, 1, "").unwrap_err();
+        assert!(matches!(e, KrlError::ZeroSerial), "{e}");
+        assert!(e.to_string().contains("serial 0"), "{e}");
+    }
+
+    #[test]
+    fn ssh_keygen_reads_edge_serials_and_long_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).unwrap();
+        let max = write_cert(dir.path(), "max", &ca, u64::MAX);
+        let one = write_cert(dir.path(), "one", &ca, 1);
+        let gap = write_cert(dir.path(), "gap", &ca, 20_001);
+
+        // Runs of consecutive serials, both ends of the range, repeats, unsorted.
+        let mut serials: Vec<u64> = (2..=20_000).rev().collect();
+        serials.extend((0..5_000).map(|i| u64::MAX - i));
+        serials.extend([1, 1, u64::MAX, 1 << 63, 20_002]);
+        let krl = encode(ca.public_key(), &serials, u64::MAX, u64::MAX, "many").unwrap();
+        let path = dir.path().join("many.krl");
+        std::fs::write(&path, krl).unwrap();
+        assert!(revoked(&path, &max));
+        assert!(revoked(&path, &one));
+        assert!(!revoked(&path, &gap));
+
+        let only_max = encode(ca.public_key(), &[u64::MAX], 0, 0, "").unwrap();
+        std::fs::write(&path, only_max).unwrap();
+        assert!(revoked(&path, &max));
+        assert!(!revoked(&path, &one));
     }
 }

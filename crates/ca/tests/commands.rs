@@ -111,6 +111,19 @@ fn init_inventory_audit_and_krl() {
     )
     .unwrap();
     assert!(std::fs::read(&krl).unwrap().starts_with(b"SSHKRL\n\0"));
+
+    // Serial 0 is never issued, and a KRL listing it is rejected whole by OpenSSH.
+    let zero = d.join("zero.krl");
+    let e = ca(
+        d,
+        &["krl", "--out", zero.to_str().unwrap(), "--serial", "0"],
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().starts_with("--serial 0: the CA never issues"),
+        "{e}"
+    );
+    assert!(!zero.exists());
 }
 
 #[test]
