@@ -7,7 +7,7 @@ use ssh_tpm::owner::OwnerArgs;
 use ssh_tpm::tpm_args::TpmArgs;
 
 /// Get short-lived SSH certificates for TPM keys from your organisation's CA: enrol this
-/// device once, then renew (by hand or with a daily systemd timer).
+/// device once, then renew (by hand or with an hourly systemd timer).
 #[derive(Debug, Parser)]
 #[command(name = "ssh-tpm-cert", version)]
 pub struct Args {
@@ -37,10 +37,13 @@ pub enum Command {
     /// Show the enrolment and each key's certificate: principals, key id, validity, serial
     Status(StatusArgs),
 
-    /// Write a systemd user timer that runs `ssh-tpm-cert renew` daily, and its service,
-    /// into $XDG_CONFIG_HOME/systemd/user
+    /// Write a systemd user timer that runs `ssh-tpm-cert renew` hourly (it renews only
+    /// when due), and its service, into $XDG_CONFIG_HOME/systemd/user
     InstallTimer(TimerArgs),
 }
+
+/// `--login-timeout` when not given, in seconds.
+pub const DEFAULT_LOGIN_TIMEOUT: u64 = 300;
 
 /// Options for talking to the CA and logging in.
 #[derive(Debug, Clone, clap::Args)]
@@ -53,7 +56,7 @@ pub struct NetArgs {
     #[arg(
         long,
         value_name = "SECS",
-        default_value_t = 300,
+        default_value_t = DEFAULT_LOGIN_TIMEOUT,
         env = "SSH_TPM_CERT_LOGIN_TIMEOUT"
     )]
     pub login_timeout: u64,
@@ -134,9 +137,16 @@ pub struct TimerArgs {
     #[command(flatten)]
     pub tpm: TpmArgs,
 
+    #[command(flatten)]
+    pub net: NetArgs,
+
     /// Keys the timer renews (repeatable) [default: as `ssh-tpm-cert renew`]
     #[arg(short = 'f', value_name = "KEY")]
     pub keys: Vec<PathBuf>,
+
+    /// The CA the timer asks instead of the one enrolled with (`renew --ca`)
+    #[arg(long, value_name = "URL")]
+    pub ca: Option<String>,
 
     /// Replace units that already exist
     #[arg(long)]

@@ -1,5 +1,5 @@
 //! `ssh-tpm-cert`: enrols this device's TPM with the organisation's CA, renews the SSH
-//! certificates of TPM keys, shows them, and installs a daily renewal timer. The flow lives
+//! certificates of TPM keys, shows them, and installs an hourly renewal timer. The flow lives
 //! in the `ssh-tpm-cert` library; this is argument parsing, prompts and messages.
 
 mod cli;
@@ -65,7 +65,17 @@ fn run(args: Args) -> Result<(), Failure> {
         Command::Enroll(a) => enroll(&a, &state_path),
         Command::Renew(a) => renew(&a, &state_path),
         Command::Status(a) => status(&a.keys, &state_path),
-        Command::InstallTimer(a) => Ok(units::install(&a.tpm, &a.keys, a.force)?),
+        Command::InstallTimer(a) => {
+            let renew = units::RenewCommand {
+                state: args.state.as_deref(),
+                tpm: Some(&a.tpm),
+                net: Some(&a.net),
+                ca: a.ca.as_deref(),
+                keys: &a.keys,
+                env: units::RenewCommand::env_now(),
+            };
+            Ok(units::install(&renew, a.force)?)
+        }
     }
 }
 
