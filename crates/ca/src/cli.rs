@@ -1,6 +1,7 @@
 //! The `ssh-tpm-ca` command line: `init`, `serve`, `device …`, `audit`, `krl`. The binary
 //! parses [`Args`], sets up logging and calls [`run`].
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -133,12 +134,33 @@ impl Args {
     }
 }
 
-/// Runs the command.
+/// Runs the command, printing its output to stdout.
 ///
 /// # Errors
 ///
 /// [`CaError`], for the binary to print.
 pub fn run(args: Args) -> Result<(), CaError> {
+    run_to(args, &mut std::io::stdout().lock())
+}
+
+/// Runs the command, writing its output to `out`.
+///
+/// A reader that has gone away (`ssh-tpm-ca audit | head`) is not an error: the output is
+/// simply no longer wanted, and the command ends as if it had written everything.
+///
+/// # Errors
+///
+/// [`CaError`], for the binary to print; [`CaError::Output`] when `out` fails otherwise.
+pub fn run_to(args: Args, out: &mut dyn Write) -> Result<(), CaError> {
+    let text = run_command(args)?;
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CaError::Output(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Runs the command; returns what it prints on stdout.
+fn run_command(args: Args) -> Result<String, CaError> {
     if let Command::Init(init) = &args.command {
         return run_init(init);
     }
@@ -150,7 +172,7 @@ pub fn run(args: Args) -> Result<(), CaError> {
     runtime.block_on(run_async(args.command, config))
 }
 
-fn run_init(a: &InitArgs) -> Result<(), CaError> {
+fn run_init(a: &InitArgs) -> Result<String, CaError> {
     let created = crate::init::init(&crate::init::InitOptions {
         dir: a.dir.clone(),
         listen: a.listen.clone(),
@@ -161,53 +183,49 @@ fn run_init(a: &InitArgs) -> Result<(), CaError> {
         ek_roots: a.ek_roots.clone(),
         validity_secs: a.validity_secs,
     })?;
-    println!("wrote {}", created.config.display());
-    println!("wrote {} (keep it secret)", created.key.display());
-    println!("wrote {}", created.public_key.display());
-    println!("CA public key, for sshd's TrustedUserCAKeys:");
-    println!("{}", created.public_key_line);
-    Ok(())
+    Ok(format!(
+        "wrote {}\nwrote {} (keep it secret)\nwrote {}\n\
+         CA public key, for sshd's TrustedUserCAKeys:\n{}\n",
+        created.config.display(),
+        created.key.display(),
+        created.public_key.display(),
+        created.public_key_line
+    ))
 }
 
 async fn open_store(config: &Config) -> Result<Arc<dyn Store>, CaError> {
     Ok(Arc::new(SqliteStore::open(&config.database_url).await?))
 }
 
-async fn run_async(command: Command, config: Config) -> Result<(), CaError> {
+async fn run_async(command: Command, config: Config) -> Result<String, CaError> {
     match command {
-        Command::Init(_) => unreachable_init(),
-        Command::Serve => crate::serve::run(config).await,
+        Command::Init(_) => Err(CaError::Usage("init runs without a configuration".into())),
+        Command::Serve => crate::serve::run(config).await.map(|()| String::new()),
         Command::Device(d) => run_device(d, &config).await,
         Command::Audit { json } => {
             let store = open_store(&config).await?;
             if json {
                 let doc = crate::audit::audit_json(store.as_ref()).await?;
-                println!("{doc:#}");
+                Ok(format!("{doc:#}\n"))
             } else {
-                print!("{}", crate::audit::audit_text(store.as_ref()).await?);
+                crate::audit::audit_text(store.as_ref()).await
             }
-            Ok(())
         }
         Command::Krl { out, serials } => {
             let ca = crate::serve::load_ca_key(&config.ca_key)?;
             let store = open_store(&config).await?;
             let revoked =
                 crate::audit::write_krl(store.as_ref(), ca.public_key(), &serials, &out).await?;
-            println!(
-                "wrote {} revoking {} certificate(s)",
+            Ok(format!(
+                "wrote {} revoking {} certificate(s)\n",
                 out.display(),
                 revoked.len()
-            );
-            Ok(())
+            ))
         }
     }
 }
 
-fn unreachable_init() -> Result<(), CaError> {
-    Err(CaError::Usage("init runs without a configuration".into()))
-}
-
-async fn run_device(command: DeviceCommand, config: &Config) -> Result<(), CaError> {
+async fn run_device(command: DeviceCommand, config: &Config) -> Result<String, CaError> {
     let store = open_store(config).await?;
     let store = store.as_ref();
     match command {
@@ -239,19 +257,15 @@ async fn run_device(command: DeviceCommand, config: &Config) -> Result<(), CaErr
                      enrolment will be refused until its manufacturer's root is in ek_roots"
                 ),
             }
-            println!("{}", added.device_id);
-            Ok(())
+            Ok(format!("{}\n", added.device_id))
         }
-        DeviceCommand::List => {
-            print!("{}", crate::inventory::list(store).await?);
-            Ok(())
-        }
+        DeviceCommand::List => crate::inventory::list(store).await,
         DeviceCommand::Retire { id } => {
             crate::inventory::retire(store, &id).await?;
             eprintln!(
                 "retired {id}; run `ssh-tpm-ca krl --out FILE` to revoke its live certificates"
             );
-            Ok(())
+            Ok(String::new())
         }
         DeviceCommand::Policy { id, pcrs } => {
             let policy = crate::inventory::parse_pcrs(&pcrs)?;
@@ -261,7 +275,7 @@ async fn run_device(command: DeviceCommand, config: &Config) -> Result<(), CaErr
             } else {
                 eprintln!("set the PCR policy of {id} ({} PCRs)", policy.0.len());
             }
-            Ok(())
+            Ok(String::new())
         }
     }
 }

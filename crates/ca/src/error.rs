@@ -31,6 +31,9 @@ pub enum CaError {
     /// The CA key, TLS key or trust anchors cannot be used.
     #[error("{0}")]
     Setup(String),
+    /// The command's output could not be written (a closed pipe is not an error).
+    #[error("cannot write the output: {0}")]
+    Output(std::io::Error),
     /// The server stopped with an error.
     #[error("server error: {0}")]
     Serve(String),

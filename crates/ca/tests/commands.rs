@@ -4,11 +4,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use clap::Parser as _;
-use ssh_tpm_ca::cli::{run, Args};
+use ssh_tpm_ca::cli::{run, run_to, Args};
 use ssh_tpm_ca::{CaError, Config};
 
 fn ca(dir: &Path, args: &[&str]) -> Result<(), CaError> {
@@ -124,6 +124,34 @@ fn init_inventory_audit_and_krl() {
         "{e}"
     );
     assert!(!zero.exists());
+}
+
+/// `ssh-tpm-ca audit | head`: output into a pipe whose reader has exited ends the command
+/// quietly and successfully, with no panic.
+#[test]
+fn output_into_a_closed_pipe_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ca(d, &["init", "--dir", d.to_str().unwrap()]).unwrap();
+    let config = d.join("ca.toml");
+    for command in [&["audit"][..], &["audit", "--json"], &["device", "list"]] {
+        let mut reader = Command::new("true").stdin(Stdio::piped()).spawn().unwrap();
+        let mut pipe = reader.stdin.take().unwrap();
+        assert!(reader.wait().unwrap().success());
+
+        let mut argv = vec!["ssh-tpm-ca", "--config", config.to_str().unwrap()];
+        argv.extend_from_slice(command);
+        let args = Args::try_parse_from(argv).unwrap();
+        run_to(args, &mut pipe).unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    }
+
+    // Other output failures are still reported.
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full");
+    if let Ok(mut full) = full {
+        let argv = ["ssh-tpm-ca", "--config", config.to_str().unwrap(), "audit"];
+        let e = run_to(Args::try_parse_from(argv).unwrap(), &mut full).unwrap_err();
+        assert!(e.to_string().starts_with("cannot write the output"), "{e}");
+    }
 }
 
 #[test]
