@@ -25,7 +25,8 @@ pub struct InitOptions {
     pub user_claim: String,
     /// `compliance.url`.
     pub compliance_url: String,
-    /// `ek_roots`.
+    /// `ek_roots`, as given (relative to the current directory); `init` writes them
+    /// canonicalized.
     pub ek_roots: Vec<PathBuf>,
     /// `certificate_validity_secs`.
     pub validity_secs: u64,
@@ -127,6 +128,23 @@ per_device_per_minute = 30
     )
 }
 
+/// The EK roots as absolute, canonical paths (the configuration resolves relative paths
+/// against its own directory, not against where `init` ran), each checked to hold at least one
+/// PEM certificate.
+fn absolute_ek_roots(roots: &[PathBuf]) -> Result<Vec<PathBuf>, CaError> {
+    roots
+        .iter()
+        .map(|root| {
+            let usage =
+                |why: String| CaError::Usage(format!("--ek-root {}: {why}", root.display()));
+            let path = std::fs::canonicalize(root).map_err(|e| usage(e.to_string()))?;
+            let pem = std::fs::read(&path).map_err(|e| usage(e.to_string()))?;
+            crate::serve::check_ek_root(&pem).map_err(usage)?;
+            Ok(path)
+        })
+        .collect()
+}
+
 fn create_new(path: &Path, mode: u32, contents: &[u8]) -> Result<(), CaError> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -143,8 +161,13 @@ fn create_new(path: &Path, mode: u32, contents: &[u8]) -> Result<(), CaError> {
 ///
 /// # Errors
 ///
-/// [`CaError::Usage`] when any of them exists; [`CaError::Io`] when one cannot be written.
+/// [`CaError::Usage`] when any of them exists or an EK root is not a PEM file of certificates;
+/// [`CaError::Io`] when one cannot be written.
 pub fn init(o: &InitOptions) -> Result<Created, CaError> {
+    let o = &InitOptions {
+        ek_roots: absolute_ek_roots(&o.ek_roots)?,
+        ..o.clone()
+    };
     let config = o.dir.join("ca.toml");
     let key = o.dir.join("ca_key");
     let public_key = o.dir.join("ca_key.pub");
@@ -202,19 +225,27 @@ mod tests {
             client_id: "ssh-tpm".into(),
             user_claim: "preferred_username".into(),
             compliance_url: "https://mdm.example/api".into(),
-            ek_roots: vec!["roots/a \"b\".pem".into()],
+            ek_roots: vec![],
             validity_secs: 3600,
         }
     }
 
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../attest/tests/fixtures");
+
     #[test]
     fn writes_a_loadable_config_and_a_private_key() {
         let dir = tempfile::tempdir().unwrap();
-        let created = init(&options(dir.path())).unwrap();
+        let roots = dir.path().join("roots");
+        std::fs::create_dir(&roots).unwrap();
+        let odd = roots.join("a \"b\".pem");
+        std::fs::copy(format!("{FIXTURES}/ca-root.pem"), &odd).unwrap();
+        let mut o = options(&dir.path().join("ca"));
+        o.ek_roots = vec![odd.clone()];
+        let created = init(&o).unwrap();
         let c = crate::config::Config::load(&created.config).unwrap();
         assert_eq!(c.oidc.user_claim, "preferred_username");
         assert_eq!(c.certificate_validity.as_secs(), 3600);
-        assert_eq!(c.ek_roots, [dir.path().join("roots/a \"b\".pem")]);
+        assert_eq!(c.ek_roots, [odd.canonicalize().unwrap()]);
         assert_eq!(c.ca_key, created.key);
 
         let mode = std::fs::metadata(&created.key)
@@ -226,6 +257,60 @@ mod tests {
         let public = std::fs::read_to_string(&created.public_key).unwrap();
         assert_eq!(public.trim(), key.public_key().to_openssh().unwrap());
         assert_eq!(key.algorithm(), Algorithm::Ed25519);
+    }
+
+    /// Tests run in the crate's directory, so a path relative to it is one relative to the
+    /// current directory: it must reach ca.toml absolute, not relative to ca.toml's directory.
+    #[test]
+    fn relative_ek_roots_are_written_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = options(dir.path());
+        o.ek_roots = vec!["../attest/tests/fixtures/ca-intermediate.pem".into()];
+        let created = init(&o).unwrap();
+        let text = std::fs::read_to_string(&created.config).unwrap();
+        let absolute = Path::new(FIXTURES).join("ca-intermediate.pem");
+        let absolute = absolute.canonicalize().unwrap();
+        assert!(absolute.is_absolute());
+        assert!(
+            text.contains(&toml_string(&absolute.display().to_string())),
+            "{text}"
+        );
+        let c = crate::config::Config::load(&created.config).unwrap();
+        assert_eq!(c.ek_roots, [absolute]);
+        assert_eq!(crate::serve::load_anchors(&c.ek_roots).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn ek_roots_must_exist_and_hold_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("ek.der");
+        std::fs::copy(format!("{FIXTURES}/ek-rsa.der"), &not_pem).unwrap();
+        let text = dir.path().join("notes.pem");
+        std::fs::write(&text, "certificates to come\n").unwrap();
+        let key = dir.path().join("key.pem");
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let missing = dir.path().join("missing.pem");
+        let target = dir.path().join("ca");
+        for (root, expected) in [
+            (&missing, "No such file"),
+            (&not_pem, "not UTF-8 text; ek_roots lists PEM files"),
+            (&text, "no CERTIFICATE in it"),
+            (&key, "where a CERTIFICATE belongs"),
+        ] {
+            let mut o = options(&target);
+            o.ek_roots = vec![format!("{FIXTURES}/ca-root.pem").into(), root.clone()];
+            let e = init(&o).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("--ek-root {}", root.display())),
+                "{e}"
+            );
+            assert!(e.contains(expected), "{e}");
+            assert!(!target.exists(), "{e}");
+        }
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub fn load_ca_key(path: &Path) -> Result<PrivateKey, CaError> {
 ///
 /// # Errors
 ///
-/// [`CaError::Setup`] when none is configured or a file holds no certificate.
+/// [`CaError::Setup`] when none is configured or a file holds no certificate (naming it).
 pub fn load_anchors(paths: &[std::path::PathBuf]) -> Result<TrustAnchors, CaError> {
     if paths.is_empty() {
         return Err(CaError::Setup(
@@ -77,13 +77,35 @@ pub fn load_anchors(paths: &[std::path::PathBuf]) -> Result<TrustAnchors, CaErro
     }
     let mut pem = Vec::new();
     for path in paths {
-        let text =
-            std::fs::read(path).map_err(|e| CaError::io("cannot read the EK root", path, e))?;
-        pem.extend_from_slice(&text);
+        pem.extend_from_slice(&read_ek_root(path)?);
         pem.push(b'\n');
     }
     TrustAnchors::from_pem(&pem)
         .map_err(|e| CaError::Setup(format!("EK roots ({}): {e}", join_paths(paths))))
+}
+
+/// Reads one EK root file and checks that it holds at least one PEM certificate, and only
+/// readable ones; returns its contents.
+///
+/// # Errors
+///
+/// [`CaError::Io`] when it cannot be read; [`CaError::Setup`] naming it otherwise.
+pub fn read_ek_root(path: &Path) -> Result<Vec<u8>, CaError> {
+    let pem = std::fs::read(path).map_err(|e| CaError::io("cannot read the EK root", path, e))?;
+    check_ek_root(&pem)
+        .map_err(|why| CaError::Setup(format!("EK root {}: {why}", path.display())))?;
+    Ok(pem)
+}
+
+/// Why `pem` is not an EK root file, with what to give instead.
+pub(crate) fn check_ek_root(pem: &[u8]) -> Result<(), String> {
+    TrustAnchors::from_pem(pem).map(|_| ()).map_err(|e| {
+        format!(
+            "{}; ek_roots lists PEM files of TPM manufacturers' CA certificates (convert a DER \
+             one with `openssl x509 -inform der -in FILE -out FILE.pem`)",
+            e.reason()
+        )
+    })
 }
 
 fn join_paths(paths: &[std::path::PathBuf]) -> String {
@@ -228,5 +250,36 @@ async fn shutdown_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../attest/tests/fixtures");
+
+    #[test]
+    fn an_ek_root_without_a_certificate_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("vendor.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let good = std::path::PathBuf::from(format!("{FIXTURES}/ca-root.pem"));
+        let other = std::path::PathBuf::from(format!("{FIXTURES}/ca-intermediate.pem"));
+        assert_eq!(
+            load_anchors(&[good.clone(), other.clone()]).unwrap().len(),
+            2
+        );
+
+        let e = load_anchors(&[good, empty.clone(), other]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "EK root {}: no CERTIFICATE in it; ek_roots lists PEM files of TPM \
+                 manufacturers' CA certificates (convert a DER one with `openssl x509 -inform \
+                 der -in FILE -out FILE.pem`)",
+                empty.display()
+            )
+        );
     }
 }
