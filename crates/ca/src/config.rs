@@ -307,7 +307,7 @@ impl Config {
             )));
         }
 
-        check_issuer(&raw.oidc.issuer).map_err(invalid)?;
+        check_https("oidc.issuer", &raw.oidc.issuer).map_err(invalid)?;
         if raw.oidc.client_id.is_empty() {
             return Err(invalid("oidc.client_id is empty".into()));
         }
@@ -341,13 +341,9 @@ fn resolve_compliance(
     raw: RawCompliance,
     resolve: &dyn Fn(&Path) -> PathBuf,
 ) -> Result<ComplianceConfig, String> {
+    // The bearer token goes with every request: never in clear off this host.
+    check_https("compliance.url", &raw.url)?;
     let url = raw.url.trim_end_matches('/').to_owned();
-    if !(url.starts_with("https://") || url.starts_with("http://")) {
-        return Err(format!(
-            "compliance.url = {:?} is not an http(s) URL",
-            raw.url
-        ));
-    }
     if raw.timeout_secs == 0 || raw.timeout_secs > 60 {
         return Err("compliance.timeout_secs must be between 1 and 60".into());
     }
@@ -371,19 +367,20 @@ fn resolve_compliance(
     })
 }
 
-/// An issuer must be `https://`, or `http://` on a loopback address (for tests and local IdPs).
-fn check_issuer(issuer: &str) -> Result<(), String> {
-    if issuer.starts_with("https://") {
+/// The URL of a service the CA calls (the OpenID provider, the compliance service) must be
+/// `https://`, or `http://` on a loopback address (for tests and services on the same host).
+fn check_https(setting: &str, url: &str) -> Result<(), String> {
+    if url.starts_with("https://") {
         return Ok(());
     }
-    if let Some(rest) = issuer.strip_prefix("http://") {
-        let authority = rest.split('/').next().unwrap_or("");
+    if let Some(rest) = url.strip_prefix("http://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
         if is_loopback_authority(authority) {
             return Ok(());
         }
     }
     Err(format!(
-        "oidc.issuer = {issuer:?}: must be an https:// URL (http:// only on 127.0.0.1 or [::1])"
+        "{setting} = {url:?}: must be an https:// URL (http:// only on 127.0.0.1 or [::1])"
     ))
 }
 
@@ -503,6 +500,34 @@ url = "http://127.0.0.1:9000/"
         assert!(load(&tricky).is_err());
         let https = MINIMAL.replace("http://127.0.0.1:3000", "https://idp.example");
         assert!(load(&https).is_ok());
+    }
+
+    #[test]
+    fn plain_http_compliance_only_on_loopback() {
+        let url = "url = \"http://127.0.0.1:9000/\"";
+        for remote in [
+            "http://mdm.example.com",
+            "http://127.0.0.1.evil.example/api",
+            "http://10.0.0.1:9000",
+            "ftp://127.0.0.1/",
+        ] {
+            let text = MINIMAL.replace(url, &format!("url = {remote:?}"));
+            assert_eq!(
+                err(&text),
+                format!(
+                    "/etc/ssh-tpm-ca/ca.toml: compliance.url = {remote:?}: must be an https:// \
+                     URL (http:// only on 127.0.0.1 or [::1])"
+                )
+            );
+        }
+        for ok in [
+            "https://mdm.example.com/api",
+            "http://[::1]:9000",
+            "http://127.0.0.2",
+        ] {
+            let text = MINIMAL.replace(url, &format!("url = {ok:?}"));
+            assert!(load(&text).is_ok(), "{ok}");
+        }
     }
 
     #[test]
