@@ -24,7 +24,7 @@ trap 'rm -f "$report" "$report.agent"' EXIT
 
 echo "==> agent: $clients clients signing for $duration s" >&2
 "$target_dir/release/ssh-tpm-soak" --seconds "$duration" --clients "$clients" \
-  --bin-dir "$target_dir/release" | tee "$report.agent"
+  --bin-dir "$target_dir/release" >"$report.agent"
 
 echo "==> CA: $devices devices renewing in parallel for $duration s" >&2
 TSS2_LOG=all+NONE SSH_TPM_SOAK_SECS="$duration" SSH_TPM_SOAK_DEVICES="$devices" \

@@ -87,9 +87,8 @@ fn env_number(name: &str, default: u64) -> u64 {
 struct Report {
     seconds: f64,
     devices: usize,
-    /// Each successful renewal: end to end (session, login, TPM, request), and the
-    /// `POST /v1/certificates` alone.
-    renewals: Vec<(Duration, Duration)>,
+    /// Each successful renewal's times.
+    renewals: Vec<Timing>,
     errors: usize,
     first_errors: Vec<String>,
     /// (seconds since the start, VmRSS in KiB) of the CA.
@@ -259,18 +258,31 @@ fn login(device: &Device, idp: &Idp, nonce: &str) -> Result<IdToken, String> {
     Ok(IdToken::from_raw(token))
 }
 
-/// One renewal as `ssh-tpm-cert renew` makes it; the certificate that came back, the time it
-/// all took and the time of `POST /v1/certificates`.
+/// How long one renewal took.
+#[derive(Clone, Copy)]
+struct Timing {
+    /// End to end: session, login, TPM, request.
+    total: Duration,
+    /// The login at the provider through the scripted browser, and the code's exchange.
+    login: Duration,
+    /// `POST /v1/certificates` alone.
+    post: Duration,
+}
+
+/// One renewal as `ssh-tpm-cert renew` makes it; the certificate that came back and the
+/// times.
 fn renew(
     device: &Device,
     ca: &CaServer,
     idp: &Idp,
     ca_key: &PublicKey,
-) -> Result<(Certificate, Duration, Duration), String> {
+) -> Result<(Certificate, Timing), String> {
     let started = Instant::now();
     let client = ca.client();
     let session = client.session().map_err(|e| format!("session: {e}"))?;
+    let logging_in = Instant::now();
     let token = login(device, idp, &session.oidc_nonce).map_err(|e| format!("login: {e}"))?;
+    let login_time = logging_in.elapsed();
     let request = {
         let mut tpm = open(device);
         let key = read_tpm_key(&device.key.tpm);
@@ -297,7 +309,12 @@ fn renew(
             cert.serial()
         ));
     }
-    Ok((cert, started.elapsed(), post_time))
+    let timing = Timing {
+        total: started.elapsed(),
+        login: login_time,
+        post: post_time,
+    };
+    Ok((cert, timing))
 }
 
 /// Checks a certificate against what the CA must have put in it for `device`.
@@ -332,19 +349,19 @@ fn check_certificate(
 /// The renewals and errors of all devices so far.
 #[derive(Default)]
 struct Outcome {
-    renewals: Vec<(Duration, Duration)>,
+    renewals: Vec<Timing>,
     serials: HashSet<u64>,
     errors: usize,
     first_errors: Vec<String>,
 }
 
 impl Outcome {
-    fn add(&mut self, device: &Device, result: Result<(Certificate, Duration, Duration), String>) {
+    fn add(&mut self, device: &Device, result: Result<(Certificate, Timing), String>) {
         match result {
-            Ok((cert, total, post)) if self.serials.insert(cert.serial()) => {
-                self.renewals.push((total, post));
+            Ok((cert, timing)) if self.serials.insert(cert.serial()) => {
+                self.renewals.push(timing);
             }
-            Ok((cert, _, _)) => self.error(format!("serial {} issued twice", cert.serial())),
+            Ok((cert, _)) => self.error(format!("serial {} issued twice", cert.serial())),
             Err(e) => self.error(format!("{}: {e}", device.user)),
         }
     }
@@ -411,8 +428,9 @@ fn sample_rss(pid: u32, started: Instant, stop: &AtomicBool) -> Vec<(f64, u64)> 
 
 impl Report {
     fn markdown(&self) -> String {
-        let total: Vec<Duration> = self.renewals.iter().map(|r| r.0).collect();
-        let post: Vec<Duration> = self.renewals.iter().map(|r| r.1).collect();
+        let total: Vec<Duration> = self.renewals.iter().map(|r| r.total).collect();
+        let login: Vec<Duration> = self.renewals.iter().map(|r| r.login).collect();
+        let post: Vec<Duration> = self.renewals.iter().map(|r| r.post).collect();
         let rss: Vec<u64> = self.rss.iter().map(|s| s.1).collect();
         let at = |fraction: f64| {
             let i = ((rss.len().saturating_sub(1)) as f64 * fraction).round() as usize;
@@ -436,7 +454,14 @@ impl Report {
                 "renewal p50 / p95 / max (session, login, TPM, request)",
                 triple(&total),
             ),
-            ("POST /v1/certificates p50 / p95 / max", triple(&post)),
+            (
+                "of which login at the provider p50 / p95 / max",
+                triple(&login),
+            ),
+            (
+                "of which POST /v1/certificates p50 / p95 / max",
+                triple(&post),
+            ),
             ("errors", self.errors.to_string()),
             (
                 "CA VmRSS start / middle / end / max",
