@@ -124,17 +124,19 @@ impl Authority {
     ///
     /// # Errors
     ///
-    /// [`CaError::Setup`] when an HTTP client cannot be built.
+    /// [`CaError::Setup`] when a `tls_roots` file is unusable or an HTTP client cannot be
+    /// built.
     pub fn new(
         config: Config,
         store: Arc<dyn Store>,
         ca_key: PrivateKey,
         anchors: TrustAnchors,
     ) -> Result<Self, CaError> {
-        let setup = |e: reqwest::Error| CaError::Setup(format!("HTTP client: {e}"));
+        let setup = |what: &str, e: String| CaError::Setup(format!("{what}: {e}"));
         Ok(Self {
-            tokens: TokenVerifier::new(config.oidc.clone()).map_err(setup)?,
-            compliance: ComplianceClient::new(config.compliance.clone()).map_err(setup)?,
+            tokens: TokenVerifier::new(config.oidc.clone()).map_err(|e| setup("[oidc]", e))?,
+            compliance: ComplianceClient::new(config.compliance.clone())
+                .map_err(|e| setup("[compliance]", e))?,
             user_limit: RateLimiter::new(config.rate_limit.per_user_per_minute),
             device_limit: RateLimiter::new(config.rate_limit.per_device_per_minute),
             config,

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use ssh_tpm_attest::{Refusal, Rejection};
 
 use crate::config::ComplianceConfig;
+use crate::http::error_chain;
 
 /// Answers larger than this are not read.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -27,12 +28,9 @@ impl ComplianceClient {
     ///
     /// # Errors
     ///
-    /// When the HTTP client cannot be built.
-    pub fn new(config: ComplianceConfig) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(config.timeout)
-            .build()?;
+    /// When a `tls_roots` file is unusable or the HTTP client cannot be built.
+    pub fn new(config: ComplianceConfig) -> Result<Self, String> {
+        let http = crate::http::client(&config.tls_roots, config.timeout)?;
         Ok(Self { config, http })
     }
 
@@ -59,7 +57,10 @@ impl ComplianceClient {
                     self.config.timeout.as_secs()
                 ))
             } else {
-                unavailable(format!("the compliance service cannot be reached: {e}"))
+                unavailable(format!(
+                    "the compliance service cannot be reached: {}",
+                    error_chain(&e)
+                ))
             }
         })?;
         let status = response.status();
@@ -74,10 +75,12 @@ impl ComplianceClient {
         {
             return Err(unavailable("the compliance answer is too large".into()));
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| unavailable(format!("the compliance answer could not be read: {e}")))?;
+        let body = response.bytes().await.map_err(|e| {
+            unavailable(format!(
+                "the compliance answer could not be read: {}",
+                error_chain(&e)
+            ))
+        })?;
         if body.len() > MAX_ANSWER_BYTES {
             return Err(unavailable("the compliance answer is too large".into()));
         }

@@ -103,6 +103,8 @@ struct RawCompliance {
     bearer_token_file: Option<PathBuf>,
     #[serde(default = "default_compliance_timeout")]
     timeout_secs: u64,
+    #[serde(default)]
+    tls_roots: Vec<PathBuf>,
 }
 
 fn default_session_lifetime() -> u64 {
@@ -153,6 +155,10 @@ pub struct OidcConfig {
     /// Tolerated clock difference with the provider, in seconds.
     #[serde(default = "default_leeway")]
     pub leeway_secs: u64,
+    /// PEM files of extra CA certificates to trust for the provider's TLS, besides the web PKI
+    /// roots (resolved; each checked to hold a certificate).
+    #[serde(default)]
+    pub tls_roots: Vec<PathBuf>,
 }
 
 /// The device-management system asked before every certificate.
@@ -164,6 +170,8 @@ pub struct ComplianceConfig {
     pub bearer_token: Option<SecretString>,
     /// How long to wait for an answer.
     pub timeout: Duration,
+    /// PEM files of extra CA certificates to trust for its TLS, besides the web PKI roots.
+    pub tls_roots: Vec<PathBuf>,
 }
 
 /// Requests per minute allowed per user and per device.
@@ -315,6 +323,8 @@ impl Config {
             return Err(invalid("oidc.user_claim is empty".into()));
         }
 
+        let mut oidc = raw.oidc;
+        oidc.tls_roots = resolve_roots("oidc", &oidc.tls_roots, &resolve).map_err(invalid)?;
         let compliance = resolve_compliance(raw.compliance, &resolve).map_err(invalid)?;
         let rl = raw.rate_limit;
         if rl.per_user_per_minute == 0 || rl.per_device_per_minute == 0 {
@@ -330,7 +340,7 @@ impl Config {
             ek_roots: raw.ek_roots.iter().map(|p| resolve(p)).collect(),
             session_lifetime: Duration::from_secs(raw.session_lifetime_secs),
             certificate_validity: Duration::from_secs(raw.certificate_validity_secs),
-            oidc: raw.oidc,
+            oidc,
             compliance,
             rate_limit: rl,
         })
@@ -364,7 +374,24 @@ fn resolve_compliance(
         url,
         bearer_token,
         timeout: Duration::from_secs(raw.timeout_secs),
+        tls_roots: resolve_roots("compliance", &raw.tls_roots, resolve)?,
     })
+}
+
+/// `[section] tls_roots`, resolved, each file checked to hold a PEM certificate.
+fn resolve_roots(
+    section: &str,
+    roots: &[PathBuf],
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<Vec<PathBuf>, String> {
+    roots
+        .iter()
+        .map(|p| {
+            let path = resolve(p);
+            crate::http::read_roots(&path).map_err(|e| format!("{section}.tls_roots: {e}"))?;
+            Ok(path)
+        })
+        .collect()
 }
 
 /// The URL of a service the CA calls (the OpenID provider, the compliance service) must be

@@ -98,6 +98,9 @@ user_claim = {user_claim}
 groups_claim = "groups"
 # Tolerated clock difference with the provider, in seconds.
 leeway_secs = 60
+# PEM files of extra CA certificates trusted for the provider's TLS, besides the public web
+# PKI roots (for a provider on a private PKI).
+# tls_roots = ["private-root.pem"]
 
 # Group -> extra principals for its members.
 [oidc.group_principals]
@@ -112,6 +115,8 @@ url = {compliance}
 # bearer_token_file = "compliance.token"
 # Seconds to wait for an answer before refusing the certificate.
 timeout_secs = 5
+# PEM files of extra CA certificates trusted for its TLS, besides the public web PKI roots.
+# tls_roots = ["private-root.pem"]
 
 [rate_limit]
 # Requests per minute for one user, and for one device.

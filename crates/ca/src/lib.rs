@@ -14,6 +14,7 @@ pub mod compliance;
 pub mod config;
 pub mod enroll;
 pub mod error;
+mod http;
 pub mod init;
 pub mod inventory;
 pub mod issue;

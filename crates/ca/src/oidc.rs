@@ -16,6 +16,7 @@ use ssh_tpm_attest::{Refusal, Rejection};
 use tokio::sync::Mutex;
 
 use crate::config::OidcConfig;
+use crate::http::error_chain;
 
 /// Keys are fetched again on an unknown `kid` at most this often.
 const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
@@ -82,12 +83,9 @@ impl TokenVerifier {
     ///
     /// # Errors
     ///
-    /// When the HTTP client cannot be built.
-    pub fn new(config: OidcConfig) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(HTTP_TIMEOUT)
-            .build()?;
+    /// When a `tls_roots` file is unusable or the HTTP client cannot be built.
+    pub fn new(config: OidcConfig) -> Result<Self, String> {
+        let http = crate::http::client(&config.tls_roots, HTTP_TIMEOUT)?;
         Ok(Self {
             config,
             http,
@@ -325,17 +323,6 @@ fn map_error(e: ClaimsVerificationError) -> TokenError {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,6 +336,7 @@ mod tests {
             groups_claim: "groups".into(),
             group_principals: BTreeMap::new(),
             leeway_secs: 60,
+            tls_roots: Vec::new(),
         })
         .unwrap()
     }
