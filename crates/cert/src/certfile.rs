@@ -2,7 +2,7 @@
 //! it is due for renewal, writing a new one in place of the old, and describing it.
 //!
 //! A certificate is due for renewal when less than a third of its lifetime is left, so a
-//! 16-hour certificate renewed by a daily timer is replaced about 5 hours before it ends.
+//! 16-hour certificate is replaced about 5 hours before it ends (the timer checks hourly).
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -103,8 +103,7 @@ fn read_small(path: &Path) -> std::io::Result<String> {
 
 /// Reads one certificate line (`TYPE BASE64 [COMMENT]`).
 pub fn parse(line: &str) -> Result<Certificate, String> {
-    Certificate::from_openssh(line.trim())
-        .map_err(|e| format!("not an OpenSSH certificate ({e}); delete it or renew with --force"))
+    Certificate::from_openssh(line.trim()).map_err(|e| format!("not an OpenSSH certificate ({e})"))
 }
 
 /// Whether the certificate at `path` should be replaced for `key` at `now`: missing,

@@ -3,8 +3,8 @@
 //! with the ID token to `POST /v1/certificates`; the answer is written as `NAME-cert.pub`
 //! and handed to the agent.
 //!
-//! [`request`] builds the request body from a session and a token; [`renew`] runs the whole
-//! flow when the certificate is due.
+//! [`request`] builds the request body from a session and a token; [`plan`] reads and checks
+//! a key and decides whether it is due; [`renew_due`] renews it; [`renew`] does both.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +16,7 @@ use ssh_tpm_attest::derive::qualifying_data;
 use ssh_tpm_attest::protocol::{
     CertificateRequest, CertificateResponse, Evidence, QuoteEvidence, SessionResponse,
 };
+use ssh_tpm_attest::tpm::Public;
 use ssh_tpm_keyfile::TpmKey;
 use ssh_tpm_tpm::{pin_need, AkTemplate, EkKind, Pin, PinNeed, Tpm};
 
@@ -191,10 +192,104 @@ pub enum Outcome {
     },
 }
 
-/// Renews the certificate of the key file `key_path` when it is missing, for another key,
-/// or has less than a third of its life left (or `options.force`). `pin` is asked only
-/// when a renewal happens and the key needs one. The old certificate stays in place unless
-/// a new one arrived whole.
+/// A key whose certificate is to be renewed, read from its file and checked: what
+/// [`renew_due`] needs.
+#[derive(Debug)]
+pub struct DueKey {
+    /// The key file, `NAME.tpm`.
+    pub key_path: PathBuf,
+    /// Its contents.
+    pub key: TpmKey,
+    /// Its SSH public key.
+    pub key_data: KeyData,
+    /// The certificate file, `NAME-cert.pub`.
+    pub cert_path: PathBuf,
+    /// Why it is renewed, in words.
+    pub reason: String,
+}
+
+/// What [`plan`] found.
+#[derive(Debug)]
+pub enum Plan {
+    /// Nothing to do: [`Outcome::StillGood`].
+    StillGood(Outcome),
+    /// The certificate is due (or `--force`): renew with [`renew_due`].
+    Due(Box<DueKey>),
+}
+
+/// Reads the key file `key_path` and its certificate, and decides whether to renew:
+/// when the certificate is missing, for another key, or has less than a third of its life
+/// left (or `force`). A key that is due is checked first, so that nothing is asked of the
+/// CA or the user for a key the CA would refuse: it must parse, and be born in the TPM
+/// and unable to leave it (sensitiveDataOrigin, fixedTPM, fixedParent).
+pub fn plan(key_path: &Path, force: bool) -> Result<Plan> {
+    let key_path = certfile::key_path(key_path);
+    let key = read_key(&key_path)?;
+    let key_data = ssh_key_data(&key).map_err(|e| {
+        Error::Usage(format!(
+            "{}: the key's public part does not decode ({e}); is it a key file made by \
+             ssh-tpm-keygen?",
+            key_path.display()
+        ))
+    })?;
+    let cert_path = certfile::cert_path(&key_path);
+
+    let reason = match certfile::renewal_reason(&cert_path, &key_data, now()) {
+        Some(reason) => reason,
+        None if force => "of --force".to_string(),
+        None => {
+            let valid_before = certfile::read(&cert_path)?
+                .map(|c| c.valid_before())
+                .unwrap_or_default();
+            return Ok(Plan::StillGood(Outcome::StillGood {
+                path: cert_path,
+                valid_before,
+            }));
+        }
+    };
+    check_born_in_tpm(&key_path, &key)?;
+    Ok(Plan::Due(Box::new(DueKey {
+        key_path,
+        key,
+        key_data,
+        cert_path,
+        reason,
+    })))
+}
+
+/// Refuses, naming the file, a key the CA would refuse with `key_not_tpm_generated`.
+pub fn check_born_in_tpm(key_path: &Path, key: &TpmKey) -> Result<()> {
+    let area =
+        key_public_area(key).map_err(|e| Error::Usage(format!("{}: {e}", key_path.display())))?;
+    let public = Public::decode(area).map_err(|e| {
+        Error::Usage(format!(
+            "{}: the key's public area does not decode ({}); is it a key file made by \
+             ssh-tpm-keygen?",
+            key_path.display(),
+            e.reason()
+        ))
+    })?;
+    let attributes = public.attributes;
+    if !attributes.sensitive_data_origin() {
+        return Err(Error::Usage(format!(
+            "{} was imported into the TPM, not created in it (sensitiveDataOrigin is clear); \
+             the CA certifies only keys born in the TPM: make one with ssh-tpm-keygen",
+            key_path.display()
+        )));
+    }
+    if !attributes.fixed_tpm() || !attributes.fixed_parent() {
+        return Err(Error::Usage(format!(
+            "{} can be duplicated out of the TPM (fixedTPM or fixedParent is clear); the CA \
+             certifies only keys that cannot leave the TPM: make one with ssh-tpm-keygen",
+            key_path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Renews the certificate of the key file `key_path` when [`plan`] says it is due. `pin`
+/// is asked only when a renewal happens and the key needs one. The old certificate stays
+/// in place unless a new one arrived whole.
 pub fn renew(
     tpm: &mut Tpm,
     ca: &CaClient,
@@ -203,26 +298,26 @@ pub fn renew(
     pin: &mut dyn FnMut() -> Result<Pin>,
     options: &RenewOptions,
 ) -> Result<Outcome> {
-    let key_path = certfile::key_path(key_path);
-    let key = read_key(&key_path)?;
-    let key_data = ssh_key_data(&key)?;
-    let cert_path = certfile::cert_path(&key_path);
+    match plan(key_path, options.force)? {
+        Plan::StillGood(outcome) => Ok(outcome),
+        Plan::Due(due) => renew_due(tpm, ca, enrolment, &due, pin, options),
+    }
+}
 
-    let reason = match certfile::renewal_reason(&cert_path, &key_data, now()) {
-        Some(reason) => reason,
-        None if options.force => "--force".to_string(),
-        None => {
-            let valid_before = certfile::read(&cert_path)?
-                .map(|c| c.valid_before())
-                .unwrap_or_default();
-            return Ok(Outcome::StillGood {
-                path: cert_path,
-                valid_before,
-            });
-        }
-    };
-
-    // Everything local first: the TPM must still be the enrolled device, the PIN known.
+/// Renews the certificate of `due`. Everything that can fail on this side comes before the
+/// login: the TPM must be the enrolled device, the PIN right, and the TPM must load and
+/// certify the key (over the CA session's data, made before the login). Each call logs in
+/// once: the ID token's nonce is bound to the CA session, and a session serves one
+/// certificate.
+pub fn renew_due(
+    tpm: &mut Tpm,
+    ca: &CaClient,
+    enrolment: &Enrolment,
+    due: &DueKey,
+    pin: &mut dyn FnMut() -> Result<Pin>,
+    options: &RenewOptions,
+) -> Result<Outcome> {
+    let key = &due.key;
     let device_id = current_device_id(tpm, enrolment.ek_kind()?)?;
     if device_id != enrolment.device_id {
         return Err(Error::Usage(format!(
@@ -231,33 +326,37 @@ pub fn renew(
             enrolment.device_id
         )));
     }
-    let first_pin = match pin_need(&key) {
+    let first_pin = match pin_need(key) {
         PinNeed::None | PinNeed::TryEmptyFirst => Pin::empty(),
         PinNeed::Required => pin()?,
     };
 
+    // The evidence does not cover the token, which is filled in after the login.
     let info = ca.info()?;
     let session = ca.session()?;
-    let token = login::authorize(&info, &session.oidc_nonce, &options.login)?;
-    let body = match request(tpm, &key, &first_pin, &session, &token, &device_id) {
+    let no_token = IdToken::from_raw(String::new());
+    let mut body = match request(tpm, key, &first_pin, &session, &no_token, &device_id) {
         // A noDA key whose file says it has a PIN: the empty one was refused, so ask.
         Err(Error::Tpm(ssh_tpm_tpm::Error::WrongPin { .. }))
-            if pin_need(&key) == PinNeed::TryEmptyFirst =>
+            if pin_need(key) == PinNeed::TryEmptyFirst =>
         {
-            request(tpm, &key, &pin()?, &session, &token, &device_id)?
+            request(tpm, key, &pin()?, &session, &no_token, &device_id)?
         }
         other => other?,
     };
+
+    let token = login::authorize(&info, &session.oidc_nonce, &options.login)?;
+    body.id_token = token.as_str().to_string();
     let response = ca.certificate(&body)?;
 
     check_issuer(&response, &info.ca_public_key)?;
-    let certificate = certfile::install(&cert_path, &response.certificate, &key_data)?;
+    let certificate = certfile::install(&due.cert_path, &response.certificate, &due.key_data)?;
     let handover = options
         .hand_to_agent
-        .then(|| agent::hand_over(&key_path, &key, &response.certificate));
+        .then(|| agent::hand_over(&due.key_path, key, &response.certificate));
     Ok(Outcome::Renewed {
-        path: cert_path,
-        reason,
+        path: due.cert_path.clone(),
+        reason: due.reason.clone(),
         certificate: Box::new(certificate),
         response,
         user: token.who().to_string(),

@@ -272,3 +272,118 @@ fn renew_asks_nothing_while_the_certificate_is_good_and_keeps_it_when_the_ca_fai
         .to_string();
     assert!(error.contains("not the enrolled"), "{error}");
 }
+
+/// A CA stand-in on a loopback port that answers `GET /v1/info` (naming an identity
+/// provider on a closed port, so that a login fails at once) and `POST /v1/sessions`, as
+/// many times as asked, and counts the requests.
+fn info_and_session_ca() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                if header.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            reader.read_exact(&mut vec![0; length]).unwrap();
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let session = session();
+            let body = if line.starts_with("GET /v1/info ") {
+                r#"{"issuer":"http://127.0.0.1:9","client_id":"ssh-tpm","scopes":["openid"],
+                   "ca_public_key":"ssh-ed25519 AAAA ca","default_validity_secs":57600}"#
+                    .to_string()
+            } else {
+                format!(
+                    r#"{{"session_id":"{}","nonce":"{}","expires_at":4000000000,
+                       "oidc_nonce":"{}"}}"#,
+                    session.session_id, session.nonce, session.oidc_nonce
+                )
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, count)
+}
+
+/// The TPM loads and certifies the key before the login: a wrong PIN, or a key file whose
+/// private part this TPM cannot load, fails without a browser (the provider named by the
+/// CA is unreachable, so a login would fail with another message).
+#[test]
+fn renew_fails_on_the_key_before_the_login() {
+    let swtpm = Swtpm::start();
+    let mut tpm = open(&swtpm);
+    let dir = tempfile::tempdir().unwrap();
+    let (url, requests) = info_and_session_ca();
+    let ek = enroll::choose_ek(&mut tpm, None).unwrap();
+    let enrolment = ssh_tpm_cert::state::Enrolment {
+        ca_url: url.clone(),
+        device_id: ek.device_id(),
+        ek: ssh_tpm_cert::state::ek_name(ek.kind).into(),
+        enrolled_at: 0,
+    };
+    let ca = ssh_tpm_cert::CaClient::new(&url, &Default::default()).unwrap();
+    let options = renew::RenewOptions {
+        hand_to_agent: false,
+        ..renew::RenewOptions::default()
+    };
+
+    // A PIN key, and the wrong PIN.
+    let key = tpm
+        .create_key(KeySpec::EcdsaP256, &Pin::from("1234".to_string()))
+        .unwrap();
+    let key_path = dir.path().join("pin.tpm");
+    std::fs::write(&key_path, key.to_pem()).unwrap();
+    let mut wrong = || Ok(Pin::from("0000".to_string()));
+    let error =
+        renew::renew(&mut tpm, &ca, &enrolment, &key_path, &mut wrong, &options).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ssh_tpm_cert::Error::Tpm(ssh_tpm_tpm::Error::WrongPin { .. })
+        ),
+        "{error}"
+    );
+
+    // A private part damaged in transit: the TPM refuses to load it.
+    let mut damaged = tpm.create_key(KeySpec::EcdsaP256, &Pin::empty()).unwrap();
+    let last = damaged.privkey.len() - 1;
+    damaged.privkey[last] ^= 0xff;
+    let key_path = dir.path().join("damaged.tpm");
+    std::fs::write(&key_path, damaged.to_pem()).unwrap();
+    let mut no_pin = || -> ssh_tpm_cert::Result<Pin> { panic!("no PIN may be asked") };
+    let error =
+        renew::renew(&mut tpm, &ca, &enrolment, &key_path, &mut no_pin, &options).unwrap_err();
+    assert!(matches!(error, ssh_tpm_cert::Error::Tpm(_)), "{error}");
+    assert!(!error.to_string().contains("identity provider"), "{error}");
+
+    // Each attempt asked the CA for its info and a session, and went no further.
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 4);
+
+    // A good key does get to the login, which fails at the closed provider.
+    let good = tpm.create_key(KeySpec::EcdsaP256, &Pin::empty()).unwrap();
+    let key_path = dir.path().join("good.tpm");
+    std::fs::write(&key_path, good.to_pem()).unwrap();
+    let error = renew::renew(&mut tpm, &ca, &enrolment, &key_path, &mut no_pin, &options)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("identity provider"), "{error}");
+}

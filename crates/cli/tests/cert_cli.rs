@@ -89,3 +89,140 @@ fn install_timer_passes_on_what_it_was_given() {
         );
     }
 }
+
+/// A key file made by openssl's TPM provider (tests of crates/keyfile), born in a TPM.
+fn fixture_key() -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../keyfile/tests/fixtures/interop/ossl-p256-owner.tpm");
+    std::fs::read(path).unwrap()
+}
+
+/// Writes `key` as `dir/NAME.tpm` with its `NAME.pub`; returns the `.tpm` path.
+fn write_key(dir: &Path, name: &str, key: &ssh_tpm_keyfile::TpmKey) -> std::path::PathBuf {
+    let tpm = dir.join(format!("{name}.tpm"));
+    std::fs::write(&tpm, key.to_pem()).unwrap();
+    let data = ssh_tpm_cert::renew::ssh_key_data(key).unwrap();
+    let public = ssh_key::PublicKey::new(data, name);
+    std::fs::write(
+        dir.join(format!("{name}.pub")),
+        public.to_openssh().unwrap(),
+    )
+    .unwrap();
+    tpm
+}
+
+/// Signs `dir/NAME.pub` into `dir/NAME-cert.pub` with ssh-keygen, valid for `validity`.
+fn sign(dir: &Path, name: &str, validity: &[&str]) {
+    let ca = dir.join("ca");
+    if !ca.exists() {
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&ca)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-s"])
+        .arg(&ca)
+        .args(["-I", "id", "-n", "alice"])
+        .args(validity)
+        .arg(dir.join(format!("{name}.pub")))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// The key with sensitiveDataOrigin cleared in its public area, as an imported key has it.
+fn imported(key: &ssh_tpm_keyfile::TpmKey) -> ssh_tpm_keyfile::TpmKey {
+    let mut key = key.clone();
+    // TPM2B_PUBLIC: size (2), type (2), nameAlg (2), objectAttributes (4, big-endian).
+    key.pubkey[9] &= !(1 << 5);
+    key
+}
+
+/// `renew` goes through every key: a corrupt file, a key the CA would refuse and one due
+/// on a TPM that cannot be reached each fail, naming the key, while the good ones are still
+/// reported; the exit status says that some failed. The refused keys never reach the CA
+/// (the enrolment's URL is a closed port) nor the TPM.
+#[test]
+fn renew_reports_every_key_and_checks_each_before_the_login() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path();
+    let key = ssh_tpm_keyfile::TpmKey::from_bytes(&fixture_key()).unwrap();
+    std::fs::write(
+        dir.join("corrupt.tpm"),
+        b"-----BEGIN TSS2 PRIVATE KEY-----\nAAAA\n",
+    )
+    .unwrap();
+    let good = write_key(dir, "good", &key);
+    sign(dir, "good", &["-V", "-5m:+16h"]);
+    let other = write_key(dir, "other", &key);
+    sign(dir, "other", &["-V", "-5m:+16h"]);
+    let imported = write_key(dir, "imported", &imported(&key));
+    let due = write_key(dir, "due", &key);
+    let state = dir.join("state.toml");
+    std::fs::write(
+        &state,
+        "ca_url = \"http://127.0.0.1:9/\"\ndevice_id = \"0123abcd\"\nek = \"rsa2048\"\n\
+         enrolled_at = 1764800000\n",
+    )
+    .unwrap();
+
+    let out = cert(dir)
+        .env("SSH_TPM_TCTI", "swtpm:host=127.0.0.1,port=9")
+        .arg("--state")
+        .arg(&state)
+        .arg("renew")
+        .arg("-f")
+        .arg(dir.join("corrupt"))
+        .arg("-f")
+        .arg(&good)
+        .arg("-f")
+        .arg(&imported)
+        .arg("-f")
+        .arg(&due)
+        .arg("-f")
+        .arg(&other)
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    let errors = String::from_utf8_lossy(&out.stderr);
+    let d = dir.display();
+    for still_good in ["good", "other"] {
+        let line = format!("{d}/{still_good}-cert.pub is still good until");
+        assert!(said.contains(&line), "{line} missing:\n{all}");
+    }
+    assert!(
+        said.contains(&format!(
+            "Renewing {d}/due.tpm because {d}/due-cert.pub does not exist.\n"
+        )),
+        "{all}"
+    );
+    assert!(!said.contains(&format!("Renewing {d}/imported")), "{all}");
+    let lines: Vec<&str> = errors.lines().collect();
+    assert_eq!(lines.len(), 4, "{all}");
+    assert!(
+        lines[0].starts_with(&format!("ssh-tpm-cert: {d}/corrupt.tpm: ")),
+        "{all}"
+    );
+    assert_eq!(
+        lines[1],
+        format!(
+            "ssh-tpm-cert: {d}/imported.tpm was imported into the TPM, not created in it \
+             (sensitiveDataOrigin is clear); the CA certifies only keys born in the TPM: make \
+             one with ssh-tpm-keygen"
+        ),
+        "{all}"
+    );
+    assert!(
+        lines[2].starts_with(&format!("ssh-tpm-cert: {d}/due.tpm: cannot reach the TPM")),
+        "{all}"
+    );
+    assert_eq!(
+        lines[3], "ssh-tpm-cert: 3 of 5 keys were not renewed; see above why",
+        "{all}"
+    );
+}

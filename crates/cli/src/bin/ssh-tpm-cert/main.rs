@@ -115,13 +115,65 @@ fn renew(args: &cli::RenewArgs, state_path: &Path) -> Result<(), Failure> {
         hand_to_agent: !args.no_agent,
         login,
     };
-    let mut tpm = open_tpm(&args.tpm, &args.owner)?;
+
+    // Every key gets its turn, whatever became of the ones before; the TPM is opened when
+    // the first one is due.
+    let mut tpm = None;
+    let mut failures = Vec::new();
     for key in &keys {
-        let mut pin = || ask_pin(key);
-        let outcome = renew::renew(&mut tpm, &ca, &enrolment, key, &mut pin, &options)?;
-        report(&outcome);
+        match renew_one(args, &ca, &enrolment, &mut tpm, key, &options) {
+            Ok(outcome) => report(&outcome),
+            Err(failure) => failures.push(failure),
+        }
     }
-    Ok(())
+    match failures.len() {
+        0 => Ok(()),
+        1 if keys.len() == 1 => Err(CliError::Usage(failures.remove(0)).into()),
+        n => {
+            for failure in &failures {
+                eprintln!("ssh-tpm-cert: {failure}");
+            }
+            Err(CliError::Usage(format!(
+                "{n} of {} keys were not renewed; see above why",
+                keys.len()
+            ))
+            .into())
+        }
+    }
+}
+
+/// Renews `key` when due; the error in words that name it.
+fn renew_one(
+    args: &cli::RenewArgs,
+    ca: &CaClient,
+    enrolment: &state::Enrolment,
+    tpm: &mut Option<Tpm>,
+    key: &Path,
+    options: &RenewOptions,
+) -> Result<Outcome, String> {
+    let due = match renew::plan(key, options.force) {
+        Ok(renew::Plan::StillGood(outcome)) => return Ok(outcome),
+        Ok(renew::Plan::Due(due)) => due,
+        Err(e) => return Err(naming(key, &e.to_string())),
+    };
+    println!("Renewing {} because {}.", key.display(), due.reason);
+    let tpm = match tpm {
+        Some(tpm) => tpm,
+        None => {
+            tpm.insert(open_tpm(&args.tpm, &args.owner).map_err(|e| naming(key, &e.to_string()))?)
+        }
+    };
+    let mut pin = || ask_pin(key);
+    renew::renew_due(tpm, ca, enrolment, &due, &mut pin, options)
+        .map_err(|e| naming(key, &e.to_string()))
+}
+
+/// `error` in words that name the key file `key` (once: key-file errors name it already).
+fn naming(key: &Path, text: &str) -> String {
+    match text.contains(&key.display().to_string()) {
+        true => text.to_string(),
+        false => format!("{}: {text}", key.display()),
+    }
 }
 
 /// Prints what a renewal did.
@@ -136,13 +188,11 @@ fn report(outcome: &Outcome) {
         ),
         Outcome::Renewed {
             path,
-            reason,
             certificate,
             user,
             handover,
             ..
         } => {
-            println!("Renewing because {reason}.");
             if !user.is_empty() {
                 println!("Logged in as {user}.");
             }
@@ -201,6 +251,9 @@ fn status(keys: &[PathBuf], state_path: &Path) -> Result<(), Failure> {
                 }
             }
             Ok(None) => println!("  no certificate ({} is missing)", cert_path.display()),
+            Err(e @ ssh_tpm_cert::Error::Usage(_)) => {
+                println!("  {e}; `ssh-tpm-cert renew` replaces it")
+            }
             Err(e) => println!("  {e}"),
         }
     }
