@@ -117,7 +117,7 @@ fn default_compliance_timeout() -> u64 {
     5
 }
 fn default_scopes() -> Vec<String> {
-    vec!["openid".into(), "email".into()]
+    vec!["openid".into(), "email".into(), "profile".into()]
 }
 fn default_user_claim() -> String {
     "email".into()
@@ -347,6 +347,30 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Settings that are accepted but probably not what the operator meant, each with the fix;
+    /// `serve` logs them as warnings at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let oidc = &self.oidc;
+        // Providers that put groups into ID tokens on request (Dex, Okta, Authelia, Kanidm …)
+        // want a scope named `groups`; some name it after the claim.
+        let groups_scope = |s: &String| s == "groups" || *s == oidc.groups_claim;
+        if !oidc.group_principals.is_empty() && !oidc.scopes.iter().any(groups_scope) {
+            out.push(format!(
+                "{}: [oidc.group_principals] maps groups, but [oidc] scopes {:?} does not ask for \
+                 them, so most providers leave the {:?} claim out of ID tokens and no group \
+                 principal is ever added; add \"groups\" (or your provider's scope for it) to \
+                 scopes",
+                self.path.display(),
+                oidc.scopes,
+                oidc.groups_claim
+            ));
+        }
+        out
+    }
+}
+
 fn resolve_compliance(
     raw: RawCompliance,
     resolve: &dyn Fn(&Path) -> PathBuf,
@@ -483,7 +507,7 @@ url = "http://127.0.0.1:9000/"
         assert_eq!(c.compliance.url, "http://127.0.0.1:9000");
         assert_eq!(c.compliance.timeout, Duration::from_secs(5));
         assert_eq!(c.oidc.user_claim, "email");
-        assert_eq!(c.oidc.scopes, ["openid", "email"]);
+        assert_eq!(c.oidc.scopes, ["openid", "email", "profile"]);
         assert!(c.tls.is_none());
     }
 
@@ -555,6 +579,28 @@ url = "http://127.0.0.1:9000/"
             let text = MINIMAL.replace(url, &format!("url = {ok:?}"));
             assert!(load(&text).is_ok(), "{ok}");
         }
+    }
+
+    #[test]
+    fn group_principals_without_the_groups_scope_warn() {
+        assert!(load(MINIMAL).unwrap().warnings().is_empty());
+        let mapped = format!("{MINIMAL}[oidc.group_principals]\nadmins = [\"root\"]\n");
+        let warnings = load(&mapped).unwrap().warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with(
+                "/etc/ssh-tpm-ca/ca.toml: [oidc.group_principals] maps groups, but [oidc] scopes \
+                 [\"openid\", \"email\", \"profile\"] does not ask for them"
+            ),
+            "{warnings:?}"
+        );
+        assert!(warnings[0].ends_with("add \"groups\" (or your provider's scope for it) to scopes"));
+
+        let asked = mapped.replace(
+            "client_id = \"ssh-tpm\"",
+            "client_id = \"ssh-tpm\"\nscopes = [\"openid\", \"groups\"]",
+        );
+        assert!(load(&asked).unwrap().warnings().is_empty());
     }
 
     #[test]

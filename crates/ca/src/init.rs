@@ -90,7 +90,8 @@ certificate_validity_secs = {validity}
 issuer = {issuer}
 # Our client id at the provider: ID tokens must be issued for it.
 client_id = {client_id}
-# Scopes clients request at login.
+# Scopes clients request at login. Add "groups" (or your provider's scope for the groups
+# claim) when [oidc.group_principals] below maps groups.
 scopes = ["openid", "email", "profile"]
 # The claim naming the user: matched against the inventory's --user, and the first principal.
 user_claim = {user_claim}
@@ -251,6 +252,8 @@ mod tests {
         assert_eq!(c.oidc.user_claim, "preferred_username");
         assert_eq!(c.certificate_validity.as_secs(), 3600);
         assert_eq!(c.ek_roots, [odd.canonicalize().unwrap()]);
+        // The same as the default (docs/ca.md gives one value for both).
+        assert_eq!(c.oidc.scopes, ["openid", "email", "profile"]);
         assert_eq!(c.ca_key, created.key);
 
         let mode = std::fs::metadata(&created.key)

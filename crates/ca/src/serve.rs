@@ -230,6 +230,9 @@ async fn purge_loop(authority: Arc<Authority>) {
 /// As [`open`] and [`serve`].
 pub async fn run(config: Config) -> Result<(), CaError> {
     let addr: SocketAddr = config.listen;
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let authority = open(config).await?;
     let listener = std::net::TcpListener::bind(addr)
         .map_err(|e| CaError::Serve(format!("cannot listen on {addr}: {e}")))?;
