@@ -196,7 +196,8 @@ pub fn enroll(
     options: &EnrollOptions,
     state_path: &Path,
 ) -> Result<Enrolment> {
-    // The TPM first: no point logging in on a TPM that cannot enrol.
+    // The record's place and the TPM first: no point logging in when either would fail.
+    state::check_writable(state_path)?;
     let ek = choose_ek(tpm, options.ek)?;
     let info = ca.info()?;
     let session = ca.session()?;

@@ -101,15 +101,59 @@ pub fn require(path: &Path) -> Result<Enrolment> {
     })
 }
 
+/// Checks that a record can be written at `path` (a file, in a directory that exists or can
+/// be made, and may be written to), before an enrolment asks the CA anything: the CA pins
+/// the attestation key at once, and a record that then cannot be saved is a wasted login.
+/// Creates the directory (0700) if needed.
+pub fn check_writable(path: &Path) -> Result<()> {
+    let cannot = |why: String| {
+        Error::Usage(format!(
+            "cannot save the enrolment record at {}: {why}; name a file with --state",
+            path.display()
+        ))
+    };
+    if path.is_dir() {
+        return Err(cannot("it is a directory".into()));
+    }
+    if path.file_name().is_none() {
+        return Err(cannot("it does not name a file".into()));
+    }
+    let dir = create_dir(path)?;
+    // The record is written beside its place and renamed over it: try a file there.
+    let probe = dir.join(format!(".ca.toml.probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(cannot(format!(
+            "{} cannot be written to ({e})",
+            dir.display()
+        ))),
+    }
+}
+
+/// Creates the directory of `path` (0700) if needed; returns it.
+fn create_dir(path: &Path) -> Result<PathBuf> {
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => dir.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    Ok(dir)
+}
+
 /// Writes the record, creating its directory (0700) if needed.
 pub fn save(path: &Path, enrolment: &Enrolment) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
-    }
+    create_dir(path)?;
     let text = toml::to_string(enrolment)
         .map_err(|e| Error::Usage(format!("cannot write the enrolment record: {e}")))?;
     let text = format!("# Written by ssh-tpm-cert enroll.\n{text}");
@@ -138,6 +182,22 @@ mod tests {
         for kind in EkKind::ALL {
             assert_eq!(parse_ek(ek_name(kind)), Some(kind));
         }
+
+        check_writable(&path).expect("a file in a directory");
+        check_writable(&dir.path().join("new/dir/ca.toml")).expect("a directory to make");
+        assert!(dir.path().join("new/dir").is_dir());
+        let error = check_writable(dir.path())
+            .expect_err("a directory")
+            .to_string();
+        assert!(
+            error.contains("it is a directory; name a file with --state"),
+            "{error}"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, ["ca.toml"], "the probe stays behind");
 
         std::fs::write(&path, "ca_url = 3\n").expect("overwrite");
         let error = load(&path).expect_err("bad record").to_string();

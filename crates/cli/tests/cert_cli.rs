@@ -226,3 +226,26 @@ fn renew_reports_every_key_and_checks_each_before_the_login() {
         "{all}"
     );
 }
+
+/// `enroll --state DIR` fails on the record's place before the TPM or the CA is asked
+/// (neither is reachable here, and neither is named).
+#[test]
+fn enroll_checks_the_record_can_be_written_first() {
+    let home = tempfile::tempdir().unwrap();
+    let out = cert(home.path())
+        .env("SSH_TPM_TCTI", "swtpm:host=127.0.0.1,port=9")
+        .arg("--state")
+        .arg(home.path())
+        .args(["enroll", "--ca", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "ssh-tpm-cert: cannot save the enrolment record at {}: it is a directory; name a \
+             file with --state\n",
+            home.path().display()
+        )
+    );
+}

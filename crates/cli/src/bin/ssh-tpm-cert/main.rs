@@ -82,6 +82,7 @@ fn run(args: Args) -> Result<(), Failure> {
 fn enroll(args: &cli::EnrollArgs, state_path: &Path) -> Result<(), Failure> {
     let net = net_options(&args.net)?;
     let ca = CaClient::new(&args.ca, &net.http)?;
+    state::check_writable(state_path)?;
     let mut tpm = open_tpm(&args.tpm, &args.owner)?;
     let options = EnrollOptions {
         ek: args.ek.map(|ek| match ek {
