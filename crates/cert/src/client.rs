@@ -189,11 +189,33 @@ pub(crate) fn unreachable(what: &str, error: &reqwest::Error) -> Error {
             reason = format!("{reason}: {inner}");
             source = inner.source();
         }
-        reason
+        match tls_hint(&reason) {
+            Some(hint) => format!("{hint} ({reason})"),
+            None => reason,
+        }
     };
     Error::Unreachable {
         what: what.to_string(),
         reason,
+    }
+}
+
+/// What a TLS failure in `reason` (rustls's words) means for the user, when it is one of
+/// the common ones: a plain-HTTP server behind an `https://` URL, or a certificate from a
+/// root this machine does not know.
+pub(crate) fn tls_hint(reason: &str) -> Option<&'static str> {
+    if reason.contains("InvalidContentType") {
+        Some(
+            "it does not speak TLS there (a plain-HTTP server?); an http:// URL is accepted \
+             only for one listening on loopback",
+        )
+    } else if reason.contains("UnknownIssuer") {
+        Some(
+            "its TLS certificate is not from a root this machine trusts; if your organisation \
+             runs its own PKI, add its root certificate with --tls-roots FILE",
+        )
+    } else {
+        None
     }
 }
 
@@ -373,6 +395,33 @@ mod tests {
             "{}",
             seen[2]
         );
+    }
+
+    #[test]
+    fn https_to_a_plain_http_server_says_so() {
+        use std::io::Write as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("https://{}/", listener.local_addr().expect("addr"));
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        });
+        let ca = CaClient::new(&url, &HttpOptions::default()).expect("client");
+        let error = ca.info().expect_err("not TLS").to_string();
+        assert!(
+            error.starts_with(&format!(
+                "cannot reach the CA at {url}: it does not speak TLS there (a plain-HTTP \
+                 server?); an http:// URL is accepted only for one listening on loopback ("
+            )),
+            "{error}"
+        );
+        server.join().expect("server");
+
+        let unknown = "error sending request: invalid peer certificate: UnknownIssuer";
+        assert!(tls_hint(unknown)
+            .expect("hint")
+            .contains("--tls-roots FILE"));
+        assert_eq!(tls_hint("connection refused"), None);
     }
 
     #[test]

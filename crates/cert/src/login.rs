@@ -195,10 +195,13 @@ fn provider(
     let issuer = IssuerUrl::new(info.issuer.clone())
         .map_err(|e| Error::Login(format!("the CA names an unusable issuer: {e}")))?;
     let metadata = CoreProviderMetadata::discover(&issuer, http).map_err(|e| {
+        let reason = chain(&e);
+        let hint = crate::client::tls_hint(&reason)
+            .map(|hint| format!("{hint}; "))
+            .unwrap_or_default();
         Error::Login(format!(
-            "cannot read the identity provider's configuration at {}: {}",
+            "cannot read the identity provider's configuration at {}: {hint}{reason}",
             info.issuer,
-            chain(&e)
         ))
     })?;
     Ok(CoreClient::from_provider_metadata(
@@ -222,8 +225,8 @@ impl Launched {
         let status = self.child.try_wait().ok().flatten()?;
         (self.fatal && !status.success()).then(|| {
             Error::Login(format!(
-                "the browser command {} failed ({status}); open the URL above by hand, or fix \
-                 BROWSER",
+                "the browser command {} failed ({status}); fix BROWSER, or run again with \
+                 --no-browser and open the URL it prints by hand",
                 self.name
             ))
         })

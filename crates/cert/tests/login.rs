@@ -292,5 +292,9 @@ fn the_providers_refusal_and_a_failed_browser_are_reported() {
         error.contains("the browser command") && error.contains("failed"),
         "{error}"
     );
+    assert!(
+        error.contains("run again with --no-browser and open the URL it prints by hand"),
+        "{error}"
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
