@@ -13,7 +13,8 @@
 //!   and a device's trust is revoked by retiring it in the inventory, not by a date;
 //! - extensions: the critical subjectAltName of directoryName form that EK certificates carry
 //!   (TPM manufacturer, model, version) is neither parsed nor refused, nor are key usage and
-//!   basic constraints, of the EK certificate or of the configured anchors;
+//!   basic constraints, of the EK certificate or of the configured anchors (the inventory's
+//!   `device add` asks [`EkCertificate::not_an_ek`], to catch a wrong file early);
 //! - revocation (CRLs, OCSP): the CA has no network path to manufacturers; retire the device.
 //!
 //! Certificates must be strict DER, as `x509-cert` reads them; one whose encoding is not is
@@ -36,6 +37,8 @@ const ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.100
 const ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
 const SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+const BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
+const KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
 
 /// Splits PEM text into its `-----BEGIN …` to `-----END …` blocks, ignoring text between them
 /// (as `openssl x509 -text` output has). An unterminated block is returned as is, so that its
@@ -215,6 +218,44 @@ impl EkCertificate {
     /// The device id: lowercase hex of SHA-256 over [`Self::spki_der`].
     pub fn device_id(&self) -> String {
         crate::derive::device_id(&self.parsed.spki_der)
+    }
+
+    /// Why this certificate cannot be a TPM's EK certificate, when its own extensions say so:
+    /// it is a CA certificate (basicConstraints cA), it is self-issued (its issuer is its
+    /// subject), or its key usage allows neither keyEncipherment (RSA EKs) nor keyAgreement
+    /// (ECC EKs), one of which every EK needs for MakeCredential (TCG EK Credential Profile).
+    /// An extension that cannot be decoded says nothing here.
+    pub fn not_an_ek(&self) -> Option<String> {
+        use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
+
+        let tbs = &self.parsed.cert.tbs_certificate;
+        let extension = |oid: ObjectIdentifier| {
+            tbs.extensions
+                .iter()
+                .flatten()
+                .find(|e| e.extn_id == oid)
+                .map(|e| e.extn_value.as_bytes())
+        };
+        let basic =
+            extension(BASIC_CONSTRAINTS).and_then(|der| BasicConstraints::from_der(der).ok());
+        if basic.is_some_and(|b| b.ca) {
+            return Some("it is a CA certificate (basicConstraints CA:TRUE)".into());
+        }
+        if same_name(&tbs.issuer, &tbs.subject) {
+            return Some(format!(
+                "it is self-issued (issuer and subject are {:?})",
+                self.issuer()
+            ));
+        }
+        let usage = extension(KEY_USAGE).and_then(|der| KeyUsage::from_der(der).ok());
+        if usage.is_some_and(|u| !u.key_encipherment() && !u.key_agreement()) {
+            return Some(
+                "its key usage allows neither keyEncipherment nor keyAgreement, which an EK \
+                 needs"
+                    .into(),
+            );
+        }
+        None
     }
 
     /// The issuer's distinguished name, for messages ("CN=swtpm-localca").

@@ -31,13 +31,23 @@ pub fn read_ek_cert(bytes: &[u8]) -> Result<EkCertificate, CaError> {
     } else {
         bytes.to_vec()
     };
-    EkCertificate::from_der(&der).map_err(|e| {
+    let cert = EkCertificate::from_der(&der).map_err(|e| {
         CaError::Usage(format!(
             "{}; give the EK certificate in DER or PEM, as `tpm2_nvread 0x01c00002` (RSA) or \
              0x01c0000a (ECC) reads it from the TPM",
             e.reason()
         ))
-    })
+    })?;
+    // A manufacturer's CA certificate or some other certificate given by mistake would be
+    // added as a device no TPM can ever enrol.
+    match cert.not_an_ek() {
+        None => Ok(cert),
+        Some(why) => Err(CaError::Usage(format!(
+            "this is not an EK certificate: {why}; read the device's own from its TPM with \
+             `tpm2_nvread 0x01c00002 -o ek.der` (RSA EK; 0x01c0000a for ECC P-256, 0x01c00016 \
+             for P-384)"
+        ))),
+    }
 }
 
 /// Parses `INDEX=HEX` arguments into a policy; the same index may be given several times.
@@ -195,6 +205,98 @@ fn no_such_device(id: &str) -> CaError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../attest/tests/fixtures");
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{FIXTURES}/{name}")).unwrap()
+    }
+
+    fn openssl(args: &[&str]) {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl is needed for this test (Debian: openssl)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn refusal(bytes: &[u8]) -> String {
+        read_ek_cert(bytes).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn swtpm_ek_certificates_are_accepted() {
+        for name in ["ek-rsa.der", "ek-p384.der"] {
+            let cert = read_ek_cert(&fixture(name)).unwrap();
+            let id = String::from_utf8(fixture(&name.replace(".der", ".device-id"))).unwrap();
+            assert_eq!(cert.device_id(), id.trim());
+        }
+    }
+
+    #[test]
+    fn ca_self_issued_and_signing_certificates_are_not_ek_certificates() {
+        let hint = "; read the device's own from its TPM with `tpm2_nvread 0x01c00002 -o ek.der`";
+        let e = refusal(&fixture("ca-root.pem"));
+        assert!(
+            e.starts_with(
+                "this is not an EK certificate: it is a CA certificate (basicConstraints CA:TRUE)"
+            ),
+            "{e}"
+        );
+        assert!(e.contains(hint), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        // Self-signed, without CA:TRUE.
+        let (own, own_key) = (path("own.pem"), path("own.key"));
+        let mut args = vec!["req", "-x509", "-subj", "/CN=laptop", "-keyout"];
+        args.extend([own_key.as_str(), "-out", &own, "-addext"]);
+        args.extend(["basicConstraints=critical,CA:FALSE"]);
+        args.extend(ec);
+        openssl(&args);
+        let e = refusal(&std::fs::read(&own).unwrap());
+        assert!(
+            e.starts_with("this is not an EK certificate: it is self-issued"),
+            "{e}"
+        );
+
+        // Issued by a CA, for signatures only.
+        let (ca, ca_key) = (path("ca.pem"), path("ca.key"));
+        let mut args = vec!["req", "-x509", "-subj", "/CN=some CA", "-keyout", &ca_key];
+        args.extend(["-out", &ca]);
+        args.extend(ec);
+        openssl(&args);
+        let (csr, leaf, leaf_key) = (path("leaf.csr"), path("leaf.pem"), path("leaf.key"));
+        let mut args = vec!["req", "-new", "-subj", "/CN=leaf", "-keyout"];
+        args.extend([leaf_key.as_str(), "-out", &csr]);
+        args.extend(ec);
+        openssl(&args);
+        let ext = path("leaf.ext");
+        std::fs::write(&ext, "keyUsage=critical,digitalSignature\n").unwrap();
+        openssl(&[
+            "x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-days", "1", "-extfile",
+            &ext, "-out", &leaf,
+        ]);
+        let e = refusal(&std::fs::read(&leaf).unwrap());
+        assert!(
+            e.starts_with(
+                "this is not an EK certificate: its key usage allows neither keyEncipherment \
+                 nor keyAgreement"
+            ),
+            "{e}"
+        );
+    }
 
     #[test]
     fn pcr_arguments() {
