@@ -68,7 +68,8 @@ impl CallbackServer {
     }
 
     /// Waits up to `timeout` for the redirect carrying `state`. Requests for other paths
-    /// (a browser's `/favicon.ico`) get a 404 and the wait goes on. `give_up` is asked at
+    /// (a browser's `/favicon.ico`) get a 404, callbacks without `state` a 400, and the wait
+    /// goes on. `give_up` is asked at
     /// each poll and ends the wait early with its error (the browser command failed).
     pub fn wait(
         &self,
@@ -130,6 +131,18 @@ fn serve(mut stream: TcpStream, state: &str) -> Option<Result<Callback>> {
         respond(&mut stream, 404, "Not found", "Nothing here.");
         return None;
     }
+    // Without this login's state it is not the provider's redirect (a stale tab, another
+    // program, a forged request): it must not end the login.
+    if !has_state(&url, state) {
+        tracing::debug!("a callback without this login's state was ignored");
+        respond(
+            &mut stream,
+            400,
+            "Not this login",
+            "This page does not belong to the login under way; it was ignored.",
+        );
+        return None;
+    }
     let outcome = check(&url, state);
     match &outcome {
         Ok(_) => respond(
@@ -148,7 +161,13 @@ fn serve(mut stream: TcpStream, state: &str) -> Option<Result<Callback>> {
     Some(outcome)
 }
 
-/// The callback's query: the code when `state` matches, else why not.
+/// Whether the callback's query carries `state`.
+fn has_state(url: &Url, state: &str) -> bool {
+    url.query_pairs()
+        .any(|(name, value)| name == "state" && value == state)
+}
+
+/// The callback's query: the code (`state` checked again), else why not.
 pub(crate) fn check(url: &Url, state: &str) -> Result<Callback> {
     let mut code = None;
     let mut got_state = None;
@@ -274,15 +293,24 @@ mod tests {
     }
 
     #[test]
-    fn a_wrong_state_ends_the_login() {
+    fn callbacks_without_this_state_are_answered_and_ignored() {
         let server = CallbackServer::bind().expect("bind");
         let port = server.port();
-        let browser = std::thread::spawn(move || browse(port, "/callback?code=c&state=other"));
-        let error = server
+        let browser = std::thread::spawn(move || {
+            let wrong = browse(port, "/callback?code=c&state=other");
+            let missing = browse(port, "/callback?error=access_denied");
+            let right = browse(port, "/callback?code=mine-code&state=mine");
+            (wrong, missing, right)
+        });
+        let callback = server
             .wait("mine", Duration::from_secs(10), || None)
-            .expect_err("state mismatch");
-        assert!(error.to_string().contains("state"), "{error}");
-        assert!(browser.join().expect("browser").starts_with("HTTP/1.1 400"));
+            .expect("the right callback");
+        assert_eq!(callback.code.as_str(), "mine-code");
+        let (wrong, missing, right) = browser.join().expect("browser");
+        assert!(wrong.starts_with("HTTP/1.1 400"), "{wrong}");
+        assert!(wrong.contains("was ignored"), "{wrong}");
+        assert!(missing.starts_with("HTTP/1.1 400"), "{missing}");
+        assert!(right.starts_with("HTTP/1.1 200"), "{right}");
     }
 
     #[test]
