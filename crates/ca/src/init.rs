@@ -1,5 +1,6 @@
-//! `ssh-tpm-ca init`: a commented `ca.toml` with every setting, and an Ed25519 CA key
-//! (`ca_key`, OpenSSH format, mode 0600, and `ca_key.pub`). Existing files are never replaced.
+//! `ssh-tpm-ca init`: a commented `ca.toml` with every setting (mode 0600: it may get a bearer
+//! token), and an Ed25519 CA key (`ca_key`, OpenSSH format, mode 0600, and `ca_key.pub`).
+//! Existing files are never replaced.
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -208,7 +209,8 @@ pub fn init(o: &InitOptions) -> Result<Created, CaError> {
         0o644,
         format!("{public_key_line}\n").as_bytes(),
     )?;
-    create_new(&config, 0o644, text.as_bytes())?;
+    // It may hold the compliance service's bearer token.
+    create_new(&config, 0o600, text.as_bytes())?;
     Ok(Created {
         config,
         key,
@@ -261,6 +263,11 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+        let mode = std::fs::metadata(&created.config)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "ca.toml may hold a bearer token");
         let key = crate::serve::load_ca_key(&created.key).unwrap();
         let public = std::fs::read_to_string(&created.public_key).unwrap();
         assert_eq!(public.trim(), key.public_key().to_openssh().unwrap());

@@ -316,3 +316,23 @@ async fn a_lock_released_during_the_retries_lets_the_write_through() {
         SessionUse::Fresh(_)
     ));
 }
+
+#[tokio::test]
+async fn database_files_are_created_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    store.add_device(&device("d1", "alice")).await.unwrap();
+    for name in ["ca.db", "ca.db-wal", "ca.db-shm"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+    // An existing database opens as before.
+    drop(store);
+    let again = open(&dir).await;
+    assert_eq!(again.devices().await.unwrap().len(), 1);
+}
