@@ -249,3 +249,66 @@ fn enroll_checks_the_record_can_be_written_first() {
         )
     );
 }
+
+/// Ctrl-C ends the command with status 130 and says so, while it waits (here for a TPM
+/// that accepts the connection and never answers).
+#[test]
+fn an_interrupt_ends_the_wait() {
+    let home = tempfile::tempdir().unwrap();
+    // The swtpm TCTI connects to PORT and PORT + 1 (its control channel).
+    let (command, _control, port) = (0..20)
+        .find_map(|_| {
+            let command = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+            let port = command.local_addr().ok()?.port();
+            let control = std::net::TcpListener::bind(("127.0.0.1", port.checked_add(1)?)).ok()?;
+            Some((command, control, port))
+        })
+        .expect("two free ports in a row");
+    let key = write_key(
+        home.path(),
+        "id",
+        &ssh_tpm_keyfile::TpmKey::from_bytes(&fixture_key()).unwrap(),
+    );
+    let state = home.path().join("state.toml");
+    std::fs::write(
+        &state,
+        "ca_url = \"http://127.0.0.1:9/\"\ndevice_id = \"0123abcd\"\nek = \"rsa2048\"\n\
+         enrolled_at = 1764800000\n",
+    )
+    .unwrap();
+    let mut child = cert(home.path())
+        .env("SSH_TPM_TCTI", format!("swtpm:host=127.0.0.1,port={port}"))
+        .arg("--state")
+        .arg(&state)
+        .arg("renew")
+        .arg("-f")
+        .arg(&key)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it is connected to the stand-in TPM, then interrupt it.
+    let (_connection, _) = command.accept().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let waited = std::time::Instant::now();
+    let out = loop {
+        if child.try_wait().unwrap().is_some() {
+            break child.wait_with_output().unwrap();
+        }
+        if waited.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("still running 10 s after SIGINT");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "ssh-tpm-cert: interrupted\n"
+    );
+}

@@ -47,6 +47,7 @@ fn main() -> ExitCode {
         tracing::Level::WARN
     };
     ssh_tpm::init_logging(level);
+    exit_on_interrupt();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -54,6 +55,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Ctrl-C (SIGINT) ends the command at once with a word and status 130, whatever it waits
+/// for (the browser's redirect, the CA, the TPM), rather than leaving a login to time out.
+/// Certificates and the enrolment record are replaced atomically, so none is left half
+/// written.
+fn exit_on_interrupt() {
+    std::thread::spawn(|| -> Option<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        runtime.block_on(async {
+            let kind = tokio::signal::unix::SignalKind::interrupt();
+            tokio::signal::unix::signal(kind).ok()?.recv().await
+        })?;
+        eprintln!("ssh-tpm-cert: interrupted");
+        std::process::exit(130);
+    });
 }
 
 fn run(args: Args) -> Result<(), Failure> {
