@@ -101,9 +101,73 @@ fn read_small(path: &Path) -> std::io::Result<String> {
     Ok(text)
 }
 
-/// Reads one certificate line (`TYPE BASE64 [COMMENT]`).
+/// `valid_before` of a certificate that never expires, as read here: OpenSSH writes
+/// `u64::MAX` (`ssh-keygen -s` without `-V`), which the `ssh-key` crate cannot hold, so
+/// [`parse`] lowers it to this.
+pub const FOREVER: u64 = i64::MAX as u64;
+
+/// Reads one certificate line (`TYPE BASE64 [COMMENT]`). A certificate valid forever
+/// (OpenSSH PROTOCOL.certkeys: `valid before` 0xffffffffffffffff) is read with its times
+/// capped at [`FOREVER`]; its signature then no longer verifies, which no reader here needs.
 pub fn parse(line: &str) -> Result<Certificate, String> {
-    Certificate::from_openssh(line.trim()).map_err(|e| format!("not an OpenSSH certificate ({e})"))
+    let line = line.trim();
+    let not_one = |e: ssh_key::Error| format!("not an OpenSSH certificate ({e})");
+    match Certificate::from_openssh(line) {
+        Err(ssh_key::Error::Time) => {
+            let capped = cap_times(line).ok_or_else(|| not_one(ssh_key::Error::Time))?;
+            Certificate::from_openssh(&capped).map_err(not_one)
+        }
+        other => other.map_err(not_one),
+    }
+}
+
+/// `line` with `valid after` and `valid before` capped at [`FOREVER`]; `None` when the blob
+/// is not laid out as PROTOCOL.certkeys says.
+fn cap_times(line: &str) -> Option<String> {
+    use base64ct::{Base64, Encoding as _};
+    let mut words = line.split_whitespace();
+    let (kind, blob) = (words.next()?, words.next()?);
+    let mut bytes = Base64::decode_vec(blob).ok()?;
+
+    // The key's public fields, each a string or an mpint (both length-prefixed).
+    let fields = match kind {
+        "ssh-ed25519-cert-v01@openssh.com" => 1,
+        "ssh-rsa-cert-v01@openssh.com" | "sk-ssh-ed25519-cert-v01@openssh.com" => 2,
+        k if k.starts_with("ecdsa-sha2-") => 2,
+        k if k.starts_with("sk-ecdsa-sha2-") => 3,
+        "ssh-dss-cert-v01@openssh.com" => 4,
+        _ => return None,
+    };
+    let mut at = 0;
+    let skip_string = |at: &mut usize, bytes: &[u8]| -> Option<()> {
+        let length = bytes.get(*at..*at + 4)?;
+        let length = u32::from_be_bytes(length.try_into().ok()?) as usize;
+        *at = at
+            .checked_add(4 + length)
+            .filter(|end| *end <= bytes.len())?;
+        Some(())
+    };
+    // type, nonce, the key, serial (u64), type (u32), key id, principals.
+    for _ in 0..2 + fields {
+        skip_string(&mut at, &bytes)?;
+    }
+    at += 8 + 4;
+    skip_string(&mut at, &bytes)?;
+    skip_string(&mut at, &bytes)?;
+    for _ in 0..2 {
+        let time = bytes.get_mut(at..at + 8)?;
+        let value = u64::from_be_bytes(time.try_into().ok()?);
+        time.copy_from_slice(&value.min(FOREVER).to_be_bytes());
+        at += 8;
+    }
+    let encoded = Base64::encode_string(&bytes);
+    Some(
+        [kind, &encoded]
+            .into_iter()
+            .chain(words)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
 }
 
 /// Whether the certificate at `path` should be replaced for `key` at `now`: missing,
@@ -176,6 +240,7 @@ pub fn describe(cert: &Certificate, now: u64) -> Vec<String> {
     let standing = Standing::at(cert.valid_after(), cert.valid_before(), now);
     let until = format_time(cert.valid_before());
     let validity = match standing {
+        Standing::Good if cert.valid_before() >= FOREVER => "valid forever (no expiry)".into(),
         Standing::Good => format!(
             "valid until {until} ({} left)",
             format_duration(cert.valid_before() - now)
@@ -367,6 +432,30 @@ mod tests {
             .expect("due")
             .contains("another key"));
         std::fs::write(&path, "junk\n").expect("write junk");
-        assert!(renewal_reason(&path, &alice, now()).is_some());
+        let reason = renewal_reason(&path, &alice, now()).expect("due");
+        assert!(reason.contains("not an OpenSSH certificate"), "{reason}");
+        assert!(
+            !reason.contains("--force"),
+            "advice while renewing: {reason}"
+        );
+    }
+
+    /// `ssh-keygen -s` without `-V` writes `valid before` u64::MAX: such a certificate is
+    /// read, valid forever, and never due.
+    #[test]
+    fn a_certificate_valid_forever_is_never_due() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (alice_pub, alice) = user_key(dir.path(), "alice");
+        let path = dir.path().join("alice-cert.pub");
+        let forever = sign(dir.path(), &alice_pub, "always:forever");
+        std::fs::write(&path, &forever).expect("write");
+        let cert = read(&path).expect("read").expect("present");
+        assert_eq!(cert.valid_before(), FOREVER);
+        assert_eq!(cert.valid_after(), 0);
+        assert_eq!(cert.serial(), 42);
+        assert_eq!(cert.valid_principals(), ["alice", "admins"]);
+        assert_eq!(renewal_reason(&path, &alice, now()), None);
+        assert_eq!(describe(&cert, now())[2], "valid forever (no expiry)");
+        assert!(cap_times("ssh-ed25519-cert-v01@openssh.com AAAA").is_none());
     }
 }

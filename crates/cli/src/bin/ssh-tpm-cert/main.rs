@@ -200,6 +200,12 @@ fn naming(key: &Path, text: &str) -> String {
 /// Prints what a renewal did.
 fn report(outcome: &Outcome) {
     match outcome {
+        Outcome::StillGood { path, valid_before } if *valid_before >= certfile::FOREVER => {
+            println!(
+                "{} is valid forever (it has no expiry); nothing to renew (--force renews now).",
+                path.display()
+            )
+        }
         Outcome::StillGood { path, valid_before } => println!(
             "{} is still good until {} ({} left); renewal is due in the last third of its \
              life (--force renews now).",
