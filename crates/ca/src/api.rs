@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -29,7 +30,37 @@ pub fn router(authority: Arc<Authority>) -> Router {
         .fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(middleware::from_fn_with_state(
+            authority.clone(),
+            refuse_declared_oversize,
+        ))
         .with_state(authority)
+}
+
+/// Answers 413 at once to a request whose `Content-Length` is over the limit, before a byte of
+/// its body is read (the body limit alone would wait for a body that may never come).
+async fn refuse_declared_oversize(
+    State(ca): State<Arc<Authority>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_REQUEST_BYTES as u64) {
+        let uri = request.uri().clone();
+        return refuse_route(&ca, &uri, StatusCode::PAYLOAD_TOO_LARGE, too_large()).await;
+    }
+    next.run(request).await
+}
+
+fn too_large() -> String {
+    format!(
+        "the request body is larger than {} KiB",
+        MAX_REQUEST_BYTES / 1024
+    )
 }
 
 fn error_response(failure: &Failure, status: Option<StatusCode>) -> Response {
@@ -57,10 +88,7 @@ fn parse<T: DeserializeOwned>(
     let bytes = body.map_err(|rejection| {
         let status = rejection.status();
         let detail = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            format!(
-                "the request body is larger than {} KiB",
-                MAX_REQUEST_BYTES / 1024
-            )
+            too_large()
         } else {
             format!("the request body cannot be read: {rejection}")
         };

@@ -140,7 +140,26 @@ fn tls_server_config(tls: &TlsConfig) -> Result<rustls::ServerConfig, CaError> {
     Ok(config)
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// How long the server waits for a slow or silent client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From the connection (or the end of the previous request) to the end of the request's
+    /// headers; a client that takes longer is disconnected.
+    pub header_read: Duration,
+    /// For the TLS handshake.
+    pub tls_handshake: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            header_read: Duration::from_secs(10),
+            tls_handshake: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` completes, with the default [`Timeouts`].
 ///
 /// TLS is used when the configuration has it; without it the listener must be on a loopback
 /// address.
@@ -153,6 +172,20 @@ pub async fn serve(
     authority: Arc<Authority>,
     listener: std::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), CaError> {
+    serve_with(authority, listener, shutdown, Timeouts::default()).await
+}
+
+/// [`serve`] with other timeouts (tests use short ones).
+///
+/// # Errors
+///
+/// As [`serve`].
+pub async fn serve_with(
+    authority: Arc<Authority>,
+    listener: std::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    timeouts: Timeouts,
 ) -> Result<(), CaError> {
     let addr = listener
         .local_addr()
@@ -172,44 +205,44 @@ pub async fn serve(
     };
 
     let purger = tokio::spawn(purge_loop(authority.clone()));
-    let app = crate::api::router(authority);
-    let result = match tls {
-        Some(tls) => {
-            tracing::info!("listening on https://{addr}");
-            serve_tls(app, listener, tls, shutdown).await
-        }
-        None => {
-            tracing::info!("listening on http://{addr} (loopback, no TLS)");
-            let listener = tokio::net::TcpListener::from_std(listener)
-                .map_err(|e| CaError::Serve(format!("listener: {e}")))?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .map_err(|e| CaError::Serve(e.to_string()))
-        }
-    };
-    purger.abort();
-    result
-}
-
-async fn serve_tls(
-    app: axum::Router,
-    listener: std::net::TcpListener,
-    tls: rustls::ServerConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), CaError> {
+    let app = crate::api::router(authority).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
     tokio::spawn(async move {
         shutdown.await;
         stopper.graceful_shutdown(Some(Duration::from_secs(10)));
     });
-    let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
-    axum_server::from_tcp_rustls(listener, config)
-        .handle(handle)
-        .serve(app.into_make_service())
-        .await
-        .map_err(|e| CaError::Serve(e.to_string()))
+    let result = match tls {
+        Some(tls) => {
+            tracing::info!("listening on https://{addr}");
+            let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+                .handshake_timeout(timeouts.tls_handshake);
+            let mut server = axum_server::from_tcp(listener).acceptor(acceptor);
+            read_headers_within(server.http_builder(), timeouts.header_read);
+            server.handle(handle).serve(app).await
+        }
+        None => {
+            tracing::info!("listening on http://{addr} (loopback, no TLS)");
+            let mut server = axum_server::from_tcp(listener);
+            read_headers_within(server.http_builder(), timeouts.header_read);
+            server.handle(handle).serve(app).await
+        }
+    };
+    purger.abort();
+    result.map_err(|e| CaError::Serve(e.to_string()))
+}
+
+/// Disconnects HTTP/1.1 clients that do not finish their request headers within `timeout`
+/// (hyper needs a timer for that; without one it waits forever).
+fn read_headers_within(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    timeout: Duration,
+) {
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(timeout);
 }
 
 async fn purge_loop(authority: Arc<Authority>) {
