@@ -312,3 +312,35 @@ fn an_interrupt_ends_the_wait() {
         "ssh-tpm-cert: interrupted\n"
     );
 }
+
+/// `status` tells a certificate for another key from a valid one, as `renew` does.
+#[test]
+fn status_names_a_certificate_for_another_key() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path();
+    let key = ssh_tpm_keyfile::TpmKey::from_bytes(&fixture_key()).unwrap();
+    let mine = write_key(dir, "mine", &key);
+    let other = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../keyfile/tests/fixtures/interop/ossl-p384-owner.tpm");
+    let other = ssh_tpm_keyfile::TpmKey::from_bytes(&std::fs::read(other).unwrap()).unwrap();
+    write_key(dir, "other", &other);
+    sign(dir, "other", &["-V", "-5m:+16h"]);
+    std::fs::rename(dir.join("other-cert.pub"), dir.join("mine-cert.pub")).unwrap();
+
+    let out = cert(dir)
+        .args(["status", "-f"])
+        .arg(&mine)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    let d = dir.display();
+    assert!(
+        said.ends_with(&format!(
+            "{d}/mine.tpm:\n  {d}/mine-cert.pub certifies another key, not this one; \
+             `ssh-tpm-cert renew` replaces it\n"
+        )),
+        "{}",
+        text(&out)
+    );
+}

@@ -271,7 +271,15 @@ fn status(keys: &[PathBuf], state_path: &Path) -> Result<(), Failure> {
     for key in keys {
         let cert_path = certfile::cert_path(&key);
         println!("{}:", key.display());
+        let key_data = renew::read_key(&key).and_then(|k| renew::ssh_key_data(&k));
+        if let Err(e) = &key_data {
+            println!("  {e}");
+        }
         match certfile::read(&cert_path) {
+            Ok(Some(cert)) if key_data.as_ref().is_ok_and(|k| cert.public_key() != k) => println!(
+                "  {} certifies another key, not this one; `ssh-tpm-cert renew` replaces it",
+                cert_path.display()
+            ),
             Ok(Some(cert)) => {
                 for line in certfile::describe(&cert, now) {
                     println!("  {line}");
