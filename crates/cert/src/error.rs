@@ -122,8 +122,9 @@ pub fn hint(refusal: Refusal) -> &'static str {
              tell your administrator"
         }
         Refusal::DeviceUnknown => {
-            "this device is not in the inventory; ask your administrator to add it (`ssh-tpm-cert \
-             status` shows its id)"
+            "this device is not in the inventory; ask your administrator to add it \
+             (`ssh-tpm-cert device-id --ek-cert-out FILE` shows its id and writes the EK \
+             certificate they need)"
         }
         Refusal::DeviceWrongUser => {
             "this device is assigned to another user; log in as its owner, or ask your \

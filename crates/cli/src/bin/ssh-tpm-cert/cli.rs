@@ -37,6 +37,10 @@ pub enum Command {
     /// Show the enrolment and each key's certificate: principals, key id, validity, serial
     Status(StatusArgs),
 
+    /// Print this TPM's device id, by which the CA's inventory knows it, and write its EK
+    /// certificate for the administrator's `ssh-tpm-ca device add`
+    DeviceId(DeviceIdArgs),
+
     /// Write a systemd user timer that runs `ssh-tpm-cert renew` hourly (it renews only
     /// when due), and its service, into $XDG_CONFIG_HOME/systemd/user
     InstallTimer(TimerArgs),
@@ -130,6 +134,24 @@ pub struct StatusArgs {
     /// Key file, NAME or NAME.tpm (repeatable) [default: every *.tpm in ~/.ssh]
     #[arg(short = 'f', value_name = "KEY")]
     pub keys: Vec<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeviceIdArgs {
+    #[command(flatten)]
+    pub tpm: TpmArgs,
+
+    #[command(flatten)]
+    pub owner: OwnerArgs,
+
+    /// Which endorsement key certificate [default: as `enroll`: rsa when the TPM has one,
+    /// else ecc]
+    #[arg(long, value_name = "KIND")]
+    pub ek: Option<EkArg>,
+
+    /// Write the EK certificate (DER) to FILE, for `ssh-tpm-ca device add --ek-cert FILE`
+    #[arg(long, value_name = "FILE")]
+    pub ek_cert_out: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

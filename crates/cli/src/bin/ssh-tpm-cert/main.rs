@@ -85,6 +85,7 @@ fn run(args: Args) -> Result<(), Failure> {
         Command::Enroll(a) => enroll(&a, &state_path),
         Command::Renew(a) => renew(&a, &state_path),
         Command::Status(a) => status(&a.keys, &state_path),
+        Command::DeviceId(a) => device_id(&a),
         Command::InstallTimer(a) => {
             let renew = units::RenewCommand {
                 state: args.state.as_deref(),
@@ -105,10 +106,7 @@ fn enroll(args: &cli::EnrollArgs, state_path: &Path) -> Result<(), Failure> {
     state::check_writable(state_path)?;
     let mut tpm = open_tpm(&args.tpm, &args.owner)?;
     let options = EnrollOptions {
-        ek: args.ek.map(|ek| match ek {
-            EkArg::Rsa => EkFamily::Rsa,
-            EkArg::Ecc => EkFamily::Ecc,
-        }),
+        ek: args.ek.map(ek_family),
         ..EnrollOptions::default()
     };
     let enrolment = enroll::enroll(&mut tpm, &ca, &net, &options, state_path)?;
@@ -120,6 +118,35 @@ fn enroll(args: &cli::EnrollArgs, state_path: &Path) -> Result<(), Failure> {
         "Saved in {}; get a certificate with `ssh-tpm-cert renew`.",
         state_path.display()
     );
+    Ok(())
+}
+
+fn ek_family(ek: EkArg) -> EkFamily {
+    match ek {
+        EkArg::Rsa => EkFamily::Rsa,
+        EkArg::Ecc => EkFamily::Ecc,
+    }
+}
+
+/// `device-id`: the id the CA computes from the EK certificate `enroll` would use, and that
+/// certificate for the administrator.
+fn device_id(args: &cli::DeviceIdArgs) -> Result<(), Failure> {
+    let mut tpm = open_tpm(&args.tpm, &args.owner)?;
+    let ek = enroll::choose_ek(&mut tpm, args.ek.map(ek_family))?;
+    println!(
+        "Device id: {} ({} EK certificate).",
+        ek.device_id(),
+        state::ek_name(ek.kind)
+    );
+    if let Some(path) = &args.ek_cert_out {
+        ssh_tpm_keyfile::atomic::write_atomic(path, ek.certificate.der(), 0o644)
+            .map_err(|e| CliError::io(format!("cannot write {}", path.display()), e))?;
+        println!(
+            "Wrote the EK certificate to {0}; your administrator adds this device with \
+             `ssh-tpm-ca device add --ek-cert {0} --user NAME`.",
+            path.display()
+        );
+    }
     Ok(())
 }
 
