@@ -2,11 +2,12 @@
 //! 413 before they are read, every error as `{"error": CODE, "message": TEXT}` and recorded in
 //! the audit log, down to an unknown path (404) or a wrong method (405).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts as _, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +19,7 @@ use ssh_tpm_attest::Refusal;
 
 use crate::authority::{refuse, Authority, Context, Failure};
 use crate::config::MAX_REQUEST_BYTES;
+use crate::ratelimit::Verdict;
 
 /// The API's routes over `authority`.
 pub fn router(authority: Arc<Authority>) -> Router {
@@ -34,7 +36,44 @@ pub fn router(authority: Arc<Authority>) -> Router {
             authority.clone(),
             refuse_declared_oversize,
         ))
+        .layer(middleware::from_fn_with_state(
+            authority.clone(),
+            limit_per_address,
+        ))
         .with_state(authority)
+}
+
+/// `[rate_limit] per_address_per_minute` over every request, before anything else is done
+/// with it: 429 `rate_limited`, recorded once per burst. Without the client's address (the
+/// router used without [`crate::serve`]) nothing is limited.
+async fn limit_per_address(
+    State(ca): State<Arc<Authority>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    // The extractor, rather than the extension, so that tests can give an address too.
+    let (mut parts, body) = request.into_parts();
+    let peer = ConnectInfo::<SocketAddr>::from_request_parts(&mut parts, &()).await;
+    let request = Request::from_parts(parts, body);
+    let Some(Err((verdict, key))) = peer.ok().map(|c| ca.check_address(c.0.ip())) else {
+        return next.run(request).await;
+    };
+    let per_minute = ca.config.rate_limit.per_address_per_minute;
+    let detail =
+        format!("too many requests from {key} (more than {per_minute} a minute); wait a minute");
+    if verdict == Verdict::FirstRefused {
+        let recorded = refuse(
+            Refusal::RateLimited,
+            format!("{detail}; the rest of this burst is refused without a record"),
+        );
+        let endpoint: String = request.uri().path().chars().take(PATH_IN_MESSAGE).collect();
+        ca.record_failure(&endpoint, &recorded, &Context::default())
+            .await;
+    }
+    let mut response = error_response(&refuse(Refusal::RateLimited, detail), None);
+    let retry = HeaderValue::from_static("60");
+    response.headers_mut().insert(header::RETRY_AFTER, retry);
+    response
 }
 
 /// Answers 413 at once to a request whose `Content-Length` is over the limit, before a byte of

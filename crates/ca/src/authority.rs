@@ -15,7 +15,7 @@ use crate::compliance::ComplianceClient;
 use crate::config::Config;
 use crate::error::CaError;
 use crate::oidc::{Identity, TokenError, TokenVerifier};
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{AddressLimiter, RateLimiter, Verdict};
 use crate::store::{RefusalRecord, Session, SessionUse, Store, StoreError};
 
 /// Why a request failed: refused (4xx, a protocol code) or the CA could not serve it (5xx).
@@ -105,6 +105,7 @@ pub struct Authority {
     pub(crate) compliance: ComplianceClient,
     user_limit: RateLimiter,
     device_limit: RateLimiter,
+    address_limit: Option<AddressLimiter>,
 }
 
 impl std::fmt::Debug for Authority {
@@ -139,6 +140,10 @@ impl Authority {
                 .map_err(|e| setup("[compliance]", e))?,
             user_limit: RateLimiter::new(config.rate_limit.per_user_per_minute),
             device_limit: RateLimiter::new(config.rate_limit.per_device_per_minute),
+            address_limit: match config.rate_limit.per_address_per_minute {
+                0 => None,
+                n => Some(AddressLimiter::new(n)),
+            },
             config,
             store,
             ca_key,
@@ -253,6 +258,21 @@ impl Authority {
                 Refusal::RateLimited,
                 "too many requests for this device; wait a minute",
             ))
+        }
+    }
+
+    /// Counts a request from `ip` against `[rate_limit] per_address_per_minute`; a refusal
+    /// comes with the address key, for the message.
+    pub(crate) fn check_address(&self, ip: std::net::IpAddr) -> Result<(), (Verdict, String)> {
+        let Some(limiter) = &self.address_limit else {
+            return Ok(());
+        };
+        let Some(key) = crate::ratelimit::address_key(ip) else {
+            return Ok(());
+        };
+        match limiter.check(&key, Instant::now()) {
+            Verdict::Allowed => Ok(()),
+            refused => Err((refused, key)),
         }
     }
 

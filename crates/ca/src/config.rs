@@ -131,6 +131,9 @@ fn default_leeway() -> u64 {
 fn default_rate() -> u32 {
     30
 }
+fn default_address_rate() -> u32 {
+    120
+}
 
 /// The OpenID provider whose ID tokens name the users.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -184,6 +187,11 @@ pub struct RateLimitConfig {
     /// Requests per minute for one device.
     #[serde(default = "default_rate")]
     pub per_device_per_minute: u32,
+    /// Requests per minute from one client address (an IPv6 /64), of any kind; 0 turns the
+    /// limit off (a CA behind a reverse proxy elsewhere sees only the proxy's address).
+    /// Loopback clients are never limited.
+    #[serde(default = "default_address_rate")]
+    pub per_address_per_minute: u32,
 }
 
 impl Default for RateLimitConfig {
@@ -191,6 +199,7 @@ impl Default for RateLimitConfig {
         Self {
             per_user_per_minute: default_rate(),
             per_device_per_minute: default_rate(),
+            per_address_per_minute: default_address_rate(),
         }
     }
 }
@@ -328,7 +337,11 @@ impl Config {
         let compliance = resolve_compliance(raw.compliance, &resolve).map_err(invalid)?;
         let rl = raw.rate_limit;
         if rl.per_user_per_minute == 0 || rl.per_device_per_minute == 0 {
-            return Err(invalid("rate limits must be at least 1 per minute".into()));
+            return Err(invalid(
+                "rate_limit.per_user_per_minute and per_device_per_minute must be at least 1 \
+                 (per_address_per_minute may be 0, which turns it off)"
+                    .into(),
+            ));
         }
 
         Ok(Self {
@@ -507,6 +520,7 @@ url = "http://127.0.0.1:9000/"
         assert_eq!(c.compliance.url, "http://127.0.0.1:9000");
         assert_eq!(c.compliance.timeout, Duration::from_secs(5));
         assert_eq!(c.oidc.user_claim, "email");
+        assert_eq!(c.rate_limit.per_address_per_minute, 120);
         assert_eq!(c.oidc.scopes, ["openid", "email", "profile"]);
         assert!(c.tls.is_none());
     }

@@ -124,6 +124,10 @@ timeout_secs = 5
 # Requests per minute for one user, and for one device.
 per_user_per_minute = 30
 per_device_per_minute = 30
+# Requests of any kind per minute from one client address (IPv6: one /64); loopback clients
+# are not limited. 0 turns it off: do that behind a reverse proxy on another host, which the
+# CA sees as one client.
+per_address_per_minute = 120
 "#,
         listen = toml_string(&o.listen),
         roots = roots,

@@ -1,7 +1,8 @@
-//! Per-user and per-device rate limits: at most N requests in any sliding minute per key,
-//! in memory (a restart forgets them; several replicas each count their own).
+//! Rate limits: at most N requests in any sliding minute per key (a user, a device, a client
+//! address), in memory (a restart forgets them; several replicas each count their own).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,73 @@ impl RateLimiter {
     }
 }
 
+/// What the per-address limit says about a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Within the limit.
+    Allowed,
+    /// The first refusal of a burst: record it.
+    FirstRefused,
+    /// A later refusal of the same burst: answer it, record nothing.
+    Refused,
+}
+
+/// The per-client-address limit, which tells the first refusal of a burst from the rest, so
+/// that a flood costs one audit-log row rather than one per request. A burst ends when a
+/// request from the address is allowed again.
+#[derive(Debug)]
+pub struct AddressLimiter {
+    limiter: RateLimiter,
+    bursting: Mutex<HashSet<String>>,
+}
+
+impl AddressLimiter {
+    /// At most `per_minute` requests per address in any 60 seconds.
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            limiter: RateLimiter::new(per_minute),
+            bursting: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Counts a request from `key` (see [`address_key`]) at `now`.
+    pub fn check(&self, key: &str, now: Instant) -> Verdict {
+        let allowed = self.limiter.allow(key, now);
+        let mut bursting = self.bursting.lock().unwrap_or_else(|e| e.into_inner());
+        if allowed {
+            bursting.remove(key);
+            return Verdict::Allowed;
+        }
+        if bursting.len() > PRUNE_ABOVE {
+            // Forgetting only means a burst may be recorded once more.
+            bursting.clear();
+        }
+        if bursting.insert(key.to_owned()) {
+            Verdict::FirstRefused
+        } else {
+            Verdict::Refused
+        }
+    }
+}
+
+/// The key an address is counted under: the IPv4 address, or the /64 of an IPv6 one (a single
+/// host usually holds a whole /64). `None` for loopback, which is never limited: such a client
+/// is a reverse proxy on this host, speaking for everyone.
+pub fn address_key(ip: IpAddr) -> Option<String> {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        _ if ip.is_loopback() => None,
+        IpAddr::V4(v4) => Some(v4.to_string()),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            Some(format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +133,35 @@ mod tests {
         assert!(rl.allow("alice", t0 + Duration::from_secs(60)));
         assert!(!rl.allow("alice", t0 + Duration::from_secs(60)));
         assert!(rl.allow("alice", t0 + Duration::from_secs(61)));
+    }
+
+    #[test]
+    fn only_the_first_refusal_of_a_burst_is_marked() {
+        let rl = AddressLimiter::new(2);
+        let t0 = Instant::now();
+        assert_eq!(rl.check("a", t0), Verdict::Allowed);
+        assert_eq!(rl.check("a", t0), Verdict::Allowed);
+        assert_eq!(rl.check("a", t0), Verdict::FirstRefused);
+        for _ in 0..100 {
+            assert_eq!(rl.check("a", t0 + Duration::from_secs(1)), Verdict::Refused);
+        }
+        assert_eq!(rl.check("b", t0), Verdict::Allowed);
+        // The window frees up: the burst is over, and the next one is recorded again.
+        assert_eq!(rl.check("a", t0 + WINDOW), Verdict::Allowed);
+        assert_eq!(rl.check("a", t0 + WINDOW), Verdict::Allowed);
+        assert_eq!(rl.check("a", t0 + WINDOW), Verdict::FirstRefused);
+    }
+
+    #[test]
+    fn addresses_are_counted_by_host_and_ipv6_by_64() {
+        let key = |s: &str| address_key(s.parse().unwrap());
+        assert_eq!(key("203.0.113.7").as_deref(), Some("203.0.113.7"));
+        assert_eq!(key("::ffff:203.0.113.7").as_deref(), Some("203.0.113.7"));
+        assert_eq!(key("2001:db8:1:2:3:4:5:6"), key("2001:db8:1:2:ffff::1"));
+        assert_eq!(key("2001:db8:1:2::1").as_deref(), Some("2001:db8:1:2::/64"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("127.0.0.1"), None);
+        assert_eq!(key("::1"), None);
+        assert_eq!(key("::ffff:127.0.0.1"), None);
     }
 }

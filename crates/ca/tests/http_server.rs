@@ -1,6 +1,6 @@
-//! The API server against misbehaving clients, over raw TCP: a declared body over the limit is
+//! The API server against misbehaving clients: over raw TCP, a declared body over the limit is
 //! refused at once, and clients that never finish their headers or their TLS handshake are
-//! disconnected.
+//! disconnected; a flood from one address is refused (429) and recorded once.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,6 +11,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::connect_info::MockConnectInfo;
 use ssh_tpm_ca::serve::Timeouts;
 use ssh_tpm_ca::{Authority, Config};
 
@@ -48,8 +49,8 @@ fn tls_files(dir: &Path) -> (String, String) {
     (cert.display().to_string(), key.display().to_string())
 }
 
-/// Starts a CA on loopback (with TLS when `tls`); returns its address.
-async fn start(dir: &Path, tls: bool) -> SocketAddr {
+/// A CA (with TLS when `tls`) and `extra` configuration lines.
+async fn authority(dir: &Path, tls: bool, extra: &str) -> Arc<Authority> {
     let tls = if tls {
         let (cert, key) = tls_files(dir);
         format!("tls_cert = {cert:?}\ntls_key = {key:?}\n")
@@ -59,7 +60,7 @@ async fn start(dir: &Path, tls: bool) -> SocketAddr {
     let text = format!(
         "listen = \"127.0.0.1:8443\"\n{tls}ca_key = \"ca_key\"\n[oidc]\n\
          issuer = \"https://idp.example\"\nclient_id = \"ssh-tpm\"\n[compliance]\n\
-         url = \"https://mdm.example\"\n"
+         url = \"https://mdm.example\"\n{extra}"
     );
     let config = Config::from_toml(&text, &dir.join("ca.toml")).unwrap();
     let store = ssh_tpm_ca::SqliteStore::open(&config.database_url)
@@ -72,16 +73,22 @@ async fn start(dir: &Path, tls: bool) -> SocketAddr {
         key.unwrap(),
         ssh_tpm_attest::ekcert::TrustAnchors::new(),
     );
+    Arc::new(authority.unwrap())
+}
+
+/// Starts `ssh_tpm_ca::serve` for `authority` on loopback; returns its address.
+fn serve(authority: Arc<Authority>) -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let serve = ssh_tpm_ca::serve::serve_with(
-        Arc::new(authority.unwrap()),
-        listener,
-        std::future::pending(),
-        TIMEOUTS,
-    );
+    let serve =
+        ssh_tpm_ca::serve::serve_with(authority, listener, std::future::pending(), TIMEOUTS);
     tokio::spawn(async move { serve.await.unwrap() });
     addr
+}
+
+/// Starts a CA on loopback (with TLS when `tls`); returns its address.
+async fn start(dir: &Path, tls: bool) -> SocketAddr {
+    serve(authority(dir, tls, "").await)
 }
 
 /// Everything the server sends until it closes the connection (at most `limit` later), and
@@ -175,4 +182,73 @@ async fn silent_tls_clients_are_cut_off() {
     })
     .await
     .unwrap();
+}
+
+/// `count` requests for an unknown path; the statuses and the last answer.
+async fn unknown_paths(base: &str, count: usize) -> (Vec<u16>, reqwest::Response) {
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..count - 1 {
+        let r = client.get(format!("{base}/v1/nope")).send().await.unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    let last = client.get(format!("{base}/v1/nope")).send().await.unwrap();
+    statuses.push(last.status().as_u16());
+    (statuses, last)
+}
+
+async fn refusal_codes(authority: &Authority) -> Vec<String> {
+    let refusals = authority.store().refusals().await.unwrap();
+    refusals.into_iter().map(|r| r.code).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_address_is_refused_and_recorded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = "[rate_limit]\nper_address_per_minute = 5\n";
+    let ca = authority(dir.path(), false, limits).await;
+    // The router as `serve` runs it, with the client's address as seen from elsewhere.
+    let client: SocketAddr = "203.0.113.7:40000".parse().unwrap();
+    let app = ssh_tpm_ca::api::router(ca.clone()).layer(MockConnectInfo(client));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let (statuses, last) = unknown_paths(&base, 40).await;
+    assert_eq!(statuses[..5], [404; 5]);
+    assert_eq!(statuses[5..], [429; 35]);
+    assert_eq!(last.headers()["retry-after"], "60");
+    let body: serde_json::Value = last.json().await.unwrap();
+    assert_eq!(body["error"], "rate_limited");
+    assert_eq!(
+        body["message"],
+        "too many requests from 203.0.113.7 (more than 5 a minute); wait a minute"
+    );
+
+    // Five unknown paths and one rate_limited, not forty rows.
+    let mut codes = refusal_codes(&ca).await;
+    codes.sort();
+    let expected = [
+        "bad_request",
+        "bad_request",
+        "bad_request",
+        "bad_request",
+        "bad_request",
+    ];
+    assert_eq!(codes[..5], expected);
+    assert_eq!(codes[5..], ["rate_limited"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_clients_and_a_zero_limit_are_not_limited() {
+    for limits in ["per_address_per_minute = 1", "per_address_per_minute = 0"] {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = authority(dir.path(), false, &format!("[rate_limit]\n{limits}\n")).await;
+        let base = format!("http://{}", serve(ca.clone()));
+        let (statuses, _) = unknown_paths(&base, 10).await;
+        assert_eq!(statuses, [404; 10], "{limits}");
+        assert!(!refusal_codes(&ca)
+            .await
+            .contains(&"rate_limited".to_owned()));
+    }
 }
