@@ -4,6 +4,8 @@
 //!
 //! Everything here reads untrusted bytes: decoders are total (an error, never a panic) and
 //! never allocate from a length they have not bounded. `docs/protocol.md` is the contract.
+//! The `attest` fuzz target (fuzz/fuzz_targets/attest.rs) drives the decoders, the checks and
+//! EK certificate parsing; `tests/fuzz_corpus.rs` replays its corpus on stable Rust.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 

@@ -1,6 +1,7 @@
 //! The HTTP API (docs/protocol.md): JSON bodies under `/v1/`, bodies over 64 KiB refused with
 //! 413 before they are read, every error as `{"error": CODE, "message": TEXT}` and recorded in
-//! the audit log, down to an unknown path (404) or a wrong method (405).
+//! the audit log, down to an unknown path (404) or a wrong method (405). The `ca_request` fuzz
+//! target (fuzz/fuzz_targets/ca_request.rs) holds the router to that over arbitrary requests.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
