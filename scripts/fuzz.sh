@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every fuzz target (fuzz/fuzz_targets/*.rs) under libFuzzer for SECONDS each
 # (default 60), starting from its committed corpus (fuzz/corpus/TARGET). Needs a nightly
-# toolchain and cargo-fuzz (`cargo install --locked cargo-fuzz`).
+# toolchain and cargo-fuzz (`cargo install --locked cargo-fuzz`; .ci/run installs it when a
+# nightly toolchain is there).
 #
 #   scripts/fuzz.sh [SECONDS]          new inputs go to a temporary directory
 #   FUZZ_KEEP=1 scripts/fuzz.sh 600    new inputs join the corpus; then minimize it with
