@@ -227,7 +227,7 @@ pub fn plan(key_path: &Path, force: bool) -> Result<Plan> {
     let key = read_key(&key_path)?;
     let key_data = ssh_key_data(&key).map_err(|e| {
         Error::Usage(format!(
-            "{}: the key's public part does not decode ({e}); is it a key file made by \
+            "{}: the key's public area does not decode ({e}); is it a key file made by \
              ssh-tpm-keygen?",
             key_path.display()
         ))

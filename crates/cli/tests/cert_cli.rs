@@ -344,3 +344,42 @@ fn status_names_a_certificate_for_another_key() {
         text(&out)
     );
 }
+
+/// A key file that parses but whose public area is damaged is named, with what to do.
+#[test]
+fn renew_names_a_key_file_with_a_damaged_public_area() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path();
+    let mut key = ssh_tpm_keyfile::TpmKey::from_bytes(&fixture_key()).unwrap();
+    key.pubkey.truncate(20);
+    let size = (key.pubkey.len() - 2) as u16;
+    key.pubkey[..2].copy_from_slice(&size.to_be_bytes());
+    let path = dir.join("damaged.tpm");
+    std::fs::write(&path, key.to_pem()).unwrap();
+    let state = dir.join("state.toml");
+    std::fs::write(
+        &state,
+        "ca_url = \"http://127.0.0.1:9/\"\ndevice_id = \"0123abcd\"\nek = \"rsa2048\"\n\
+         enrolled_at = 1764800000\n",
+    )
+    .unwrap();
+    let out = cert(dir)
+        .arg("--state")
+        .arg(&state)
+        .args(["renew", "-f"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    let start = format!(
+        "ssh-tpm-cert: {}: the key's public area does not decode (",
+        path.display()
+    );
+    assert!(said.starts_with(&start), "{}", text(&out));
+    assert!(
+        said.ends_with("); is it a key file made by ssh-tpm-keygen?\n"),
+        "{}",
+        text(&out)
+    );
+}
