@@ -608,7 +608,8 @@ url = "http://127.0.0.1:9000/"
             ),
             "{warnings:?}"
         );
-        assert!(warnings[0].ends_with("add \"groups\" (or your provider's scope for it) to scopes"));
+        let fix = "add \"groups\" (or your provider's scope for it) to scopes";
+        assert!(warnings[0].ends_with(fix), "{warnings:?}");
 
         let asked = mapped.replace(
             "client_id = \"ssh-tpm\"",
