@@ -113,7 +113,9 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(busy_timeout);
-        create_private(options.get_filename()).map_err(|e| open_err(e.to_string()))?;
+        if !url.contains("mode=memory") {
+            create_private(options.get_filename()).map_err(|e| open_err(e.to_string()))?;
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(busy_timeout + Duration::from_secs(5))
