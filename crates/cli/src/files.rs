@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+pub use ssh_tpm_keyfile::atomic::NewFile;
+
 use crate::error::CliError;
 
 /// Writes `contents` to `path` with `mode`, replacing it only once the new file is
@@ -11,4 +13,11 @@ use crate::error::CliError;
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), CliError> {
     ssh_tpm_keyfile::atomic::write_atomic(path, contents, mode)
         .map_err(|e| CliError::io(format!("cannot write {}", path.display()), e))
+}
+
+/// Writes a key pair so that either both old or both new files remain
+/// ([`ssh_tpm_keyfile::atomic::write_pair_atomic`]); the error names the file that failed.
+pub fn write_pair_atomic(first: &NewFile, second: &NewFile) -> Result<(), CliError> {
+    ssh_tpm_keyfile::atomic::write_pair_atomic(first, second)
+        .map_err(|e| CliError::io(format!("cannot write {}", e.path.display()), e.source))
 }

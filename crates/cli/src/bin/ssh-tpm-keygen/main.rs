@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ssh_key::{HashAlg, PublicKey};
+use ssh_tpm::files::NewFile;
 use ssh_tpm::{files, owner, prompt, CliError};
 use ssh_tpm_keyfile::{handle, TpmKey};
 use ssh_tpm_tpm::{KeySpec, Pin, Tpm};
@@ -144,10 +145,25 @@ fn write_key_files(
 ) -> Result<(), CliError> {
     let public_line = public
         .to_openssh()
-        .map_err(|e| CliError::Usage(format!("cannot encode the public key: {e}")))?;
-    files::write_atomic(key_path, key.to_pem().as_bytes(), 0o600)?;
-    if let Some(pub_path) = pub_path {
-        files::write_atomic(pub_path, format!("{public_line}\n").as_bytes(), 0o644)?;
+        .map_err(|e| CliError::Usage(format!("cannot encode the public key: {e}")))?
+        + "\n";
+    let pem = key.to_pem();
+    let key_file = NewFile {
+        path: key_path,
+        contents: pem.as_bytes(),
+        mode: 0o600,
+    };
+    match pub_path {
+        // Both or neither: a failed .pub must not cost the old key.
+        Some(pub_path) => files::write_pair_atomic(
+            &key_file,
+            &NewFile {
+                path: pub_path,
+                contents: public_line.as_bytes(),
+                mode: 0o644,
+            },
+        )?,
+        None => files::write_atomic(key_path, key_file.contents, key_file.mode)?,
     }
     println!(
         "Your identification has been saved in {}",

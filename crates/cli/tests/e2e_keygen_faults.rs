@@ -1,0 +1,110 @@
+//! ssh-tpm-keygen's own faults, end to end: a key pair whose `.pub` cannot be written leaves
+//! both old files (or neither new one) and names the file in the README's wording.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::{
+    assert_ok, describe, is_root, product, product_path, run, run_with_stdin, stderr, tempdir,
+    tool, Swtpm,
+};
+
+/// Every file in `dir` with its bytes, sorted by name.
+fn files_of(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap_or_default();
+            (p, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// `ssh-tpm-keygen -f DIR/k -N '' -C COMMENT`, answering "y" if asked to overwrite.
+fn keygen(tcti: &str, dir: &Path, comment: &str) -> std::process::Output {
+    run_with_stdin(
+        product("ssh-tpm-keygen")
+            .args(["--tcti", tcti, "-N", "", "-C", comment, "-f"])
+            .arg(dir.join("k")),
+        b"y\n",
+    )
+}
+
+/// The tester's case: `chattr +i k.pub` (root), or `k.pub` swapped for a non-empty
+/// directory otherwise; either way the new `.pub` cannot take its place, and the old
+/// `k.tpm` must still be the one that matches the old `k.pub`.
+#[test]
+fn a_pub_that_cannot_be_replaced_keeps_the_old_key() {
+    let tpm = Swtpm::start();
+    let dir = tempdir();
+    assert_ok(&keygen(&tpm.tcti(), dir.path(), "old"), "first keygen");
+    let public = dir.path().join("k.pub");
+    let why = if is_root() {
+        assert_ok(&run(tool("chattr").arg("+i").arg(&public)), "chattr +i");
+        "Operation not permitted (os error 1)"
+    } else {
+        std::fs::remove_file(&public).expect("remove k.pub");
+        std::fs::create_dir(&public).expect("k.pub as a directory");
+        std::fs::write(public.join("x"), b"x").expect("file in it");
+        "Is a directory (os error 21)"
+    };
+    let old = files_of(dir.path());
+
+    let out = keygen(&tpm.tcti(), dir.path(), "new");
+    let _ = run(tool("chattr").arg("-i").arg(&public));
+
+    assert!(!out.status.success(), "{}", describe(&out));
+    let last = stderr(&out).lines().last().unwrap_or_default().to_string();
+    let expected = format!("cannot write {}: {why}", public.display());
+    assert!(last.ends_with(&expected), "{}", describe(&out));
+    assert_eq!(files_of(dir.path()), old, "the old key files changed");
+}
+
+/// A new key where the `.tpm` fits but the `.pub` does not: a tmpfs (root, in a private
+/// mount namespace) with one page left. Neither file may be left behind.
+#[test]
+fn no_room_for_the_pub_leaves_no_key_file() {
+    if !is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let tpm = Swtpm::start();
+    let dir = tempdir();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).expect("key dir");
+    let script = format!(
+        "set -e
+         mount -t tmpfs -o size=64k tmpfs '{keys}'
+         head -c 4096 /dev/zero > '{keys}'/gap
+         dd if=/dev/zero of='{keys}'/filler bs=4k 2>/dev/null || true
+         rm '{keys}'/gap
+         set +e
+         '{keygen}' --tcti '{tcti}' -N '' -f '{keys}'/k
+         echo \"exit=$?\"
+         ls -A '{keys}'",
+        keys = keys.display(),
+        keygen = product_path("ssh-tpm-keygen"),
+        tcti = tpm.tcti(),
+    );
+    let out = run(tool("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(&script));
+    let text = stderr(&out);
+    if text.contains("mount:") && text.contains("permission denied") {
+        eprintln!("skipped: no mount rights here:\n{text}");
+        return;
+    }
+    let listing = support::stdout(&out);
+    assert!(listing.contains("exit=1"), "{}", describe(&out));
+    let expected = format!(
+        "cannot write {}/k.pub: No space left on device (os error 28)",
+        keys.display()
+    );
+    assert!(text.trim_end().ends_with(&expected), "{}", describe(&out));
+    let left: Vec<&str> = listing.lines().skip(1).collect();
+    assert_eq!(left, ["filler"], "{}", describe(&out));
+}
