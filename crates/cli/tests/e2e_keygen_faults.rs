@@ -108,3 +108,22 @@ fn no_room_for_the_pub_leaves_no_key_file() {
     let left: Vec<&str> = listing.lines().skip(1).collect();
     assert_eq!(left, ["filler"], "{}", describe(&out));
 }
+
+/// swtpm not running: the error says that nothing listens on the port, and what to do,
+/// not tss-esapi's "response code not recognized".
+#[test]
+fn a_tcp_tcti_where_nothing_listens_says_so() {
+    let port = support::free_port();
+    let tcti = format!("swtpm:host=127.0.0.1,port={port}");
+    let dir = tempdir();
+    let out = run(product("ssh-tpm-keygen")
+        .args(["--tcti", &tcti, "-N", "", "-f"])
+        .arg(dir.path().join("k")));
+    assert!(!out.status.success(), "{}", describe(&out));
+    let expected = format!(
+        "ssh-tpm-keygen: cannot reach the TPM through `{tcti}`: nothing listens on \
+         127.0.0.1:{port} (connection refused); start swtpm there, or pick another TPM with \
+         --tcti or --swtpm\n"
+    );
+    assert_eq!(stderr(&out), expected, "{}", describe(&out));
+}

@@ -1,11 +1,17 @@
 //! Which TPM to talk to: a TCTI string as tpm2-tools take it, or the embedded swtpm.
 
+use std::io::ErrorKind;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 
 /// The TCTI used when the user names none.
 pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
+
+/// How long the probe of a `swtpm:`/`mssim:` TCTI waits for the TCP handshake.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where the TPM is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +43,9 @@ impl TpmTarget {
 /// Checks a TCTI string against what this build can reach. tss-esapi 7.7 understands
 /// `device:PATH`, `mssim:`/`swtpm:` with `host=` and `port=`, and `tabrmd:`; anything else
 /// it would silently replace by a default (localhost:2321), so it is refused here.
+///
+/// For `swtpm:` and `mssim:` it also checks that something listens on the command port
+/// (see [`probe_tcp`]): tss-esapi would only say "response code not recognized".
 pub fn check_tcti(tcti: &str) -> Result<()> {
     let (kind, options) = tcti.split_once(':').unwrap_or((tcti, ""));
     let unsupported = |what: String| {
@@ -57,10 +66,62 @@ pub fn check_tcti(tcti: &str) -> Result<()> {
                     return unsupported(format!("the {kind} option `{key}` is not supported"));
                 }
             }
-            Ok(())
+            probe_tcp(options).map_err(|reason| Error::Tcti {
+                tcti: tcti.to_string(),
+                reason,
+            })
         }
         _ if tcti.starts_with('/') => Ok(()),
         other => unsupported(format!("the TCTI `{other}` is not supported")),
+    }
+}
+
+/// Connects to the command port of a `swtpm:`/`mssim:` TCTI's `options` and hangs up at
+/// once (swtpm serves one connection at a time, and goes back to listening when this one
+/// closes); the error is the reason nobody answered, with what to do.
+fn probe_tcp(options: &str) -> std::result::Result<(), String> {
+    let option = |name: &str| {
+        options
+            .split(',')
+            .find_map(|o| o.strip_prefix(name)?.strip_prefix('='))
+    };
+    // tss-esapi's defaults for a missing option.
+    let host = option("host").unwrap_or("localhost");
+    let port = option("port").unwrap_or("2321");
+    let place = format!("{host}:{port}");
+    let hint = "start swtpm there, or pick another TPM with --tcti or --swtpm";
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("the port `{port}` is not a TCP port number"))?;
+    let addresses = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve the host `{host}` ({e}); {hint}"))?;
+
+    let mut last = None;
+    for address in addresses {
+        match TcpStream::connect_timeout(&address, PROBE_TIMEOUT) {
+            Ok(probe) => {
+                drop(probe);
+                return Ok(());
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(match last {
+        Some(e) if e.kind() == ErrorKind::ConnectionRefused => {
+            format!("nothing listens on {place} (connection refused); {hint}")
+        }
+        Some(e) => format!("cannot connect to {place} ({}); {hint}", plain_io(&e)),
+        None => format!("the host `{host}` has no address; {hint}"),
+    })
+}
+
+/// An I/O error's text without the `(os error N)` tail, for use inside a sentence.
+fn plain_io(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.split_once(" (os error") {
+        Some((head, _)) => head.to_lowercase(),
+        None => text,
     }
 }
 
@@ -97,8 +158,36 @@ mod tests {
     }
 
     #[test]
+    fn a_tcp_tcti_where_nothing_listens_says_so() {
+        // A port just freed: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let tcti = format!("swtpm:host=127.0.0.1,port={port}");
+        let err = check_tcti(&tcti).expect_err("nothing listens");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot reach the TPM through `{tcti}`: nothing listens on 127.0.0.1:{port} \
+                 (connection refused); start swtpm there, or pick another TPM with --tcti or \
+                 --swtpm"
+            )
+        );
+    }
+
+    #[test]
+    fn a_tcp_tcti_where_something_listens_passes_and_the_probe_hangs_up() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let port = listener.local_addr().expect("address").port();
+        check_tcti(&format!("mssim:host=127.0.0.1,port={port}")).expect("listens");
+        let (mut probe, _) = listener.accept().expect("the probe");
+        let mut buf = [0u8; 1];
+        assert_eq!(std::io::Read::read(&mut probe, &mut buf).expect("eof"), 0);
+    }
+
+    #[test]
     fn unsupported_tcti_options_are_refused() {
-        assert!(check_tcti("swtpm:host=127.0.0.1,port=2321").is_ok());
         assert!(check_tcti("device:/dev/tpmrm0").is_ok());
         let err = check_tcti("swtpm:path=/run/swtpm.sock").expect_err("path refused");
         assert!(
