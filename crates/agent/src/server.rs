@@ -478,6 +478,10 @@ impl Agent {
                 return Err(with_key(key, Error::Tpm(error)));
             }
             Ok(status) => Some(status.tries_left()),
+            // A PIN typed now could not be used.
+            Err(e @ ssh_tpm_tpm::Error::ConnectionLost { .. }) => {
+                return Err(with_key(key, Error::Tpm(e)))
+            }
             Err(e) => {
                 tracing::debug!("cannot read the TPM's dictionary-attack state: {e}");
                 None
@@ -490,11 +494,12 @@ impl Agent {
         Ok((pin, false))
     }
 
-    /// Runs `job` on the TPM thread and waits for it without blocking other clients.
+    /// Runs `job` on the TPM thread and waits for it without blocking other clients. The
+    /// inner result is the TPM's (a lost connection included); the outer one, the thread's.
     async fn on_tpm<T: Send + 'static>(
         &self,
-        job: impl FnOnce(&mut ssh_tpm_tpm::Tpm) -> T + Send + 'static,
-    ) -> Result<T> {
+        job: impl FnOnce(&mut ssh_tpm_tpm::Tpm) -> ssh_tpm_tpm::Result<T> + Send + 'static,
+    ) -> Result<ssh_tpm_tpm::Result<T>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.tpm.submit(job, move |result| {
             let _ = tx.send(result);

@@ -1,7 +1,8 @@
 //! Faults, end to end: 1,000 clients at once keep the agent's memory bounded and do not keep
 //! others out; swtpm killed in the middle of a signature fails that request clearly and the
-//! agent signs again once swtpm is back, without a restart; a key file written into a
-//! read-only or a full directory leaves the old file as it was and says why.
+//! agent signs again once swtpm is back, without a restart, even after an outage longer than a
+//! request waits; a key file written into a read-only or a full directory leaves the old file
+//! as it was and says why.
 
 mod support;
 
@@ -302,6 +303,75 @@ fn swtpm_killed_mid_signature_fails_that_request_and_the_next_signs() {
     assert!(agent
         .stderr_once_it_contains("reconnected")
         .contains("reconnected to the TPM"));
+    agent.stop();
+    stop_swtpm(swtpm, port);
+}
+
+/// The TPM away for longer than a request waits for it (a few seconds): each request in the
+/// outage fails within seconds, saying the next one reconnects, and the agent never stops
+/// trying; once the TPM is reachable again it signs, unrestarted. (It used to wait a minute,
+/// then stop its TPM thread for good.)
+#[test]
+fn a_long_tpm_outage_fails_requests_quickly_and_the_agent_signs_after_it() {
+    let dir = tempdir();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).expect("state dir");
+    let (swtpm, port) = start_swtpm(&state, dir.path());
+    let proxy = Proxy::start(port);
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).expect("key dir");
+    let key = keygen_at(&proxy.tcti(), &keys, "id");
+    let socket = dir.path().join("agent.sock");
+    let key_dir = keys.to_str().expect("UTF-8 path");
+    let mut agent = Agent::start(
+        &socket,
+        &["--tcti", &proxy.tcti(), "--key-dir", key_dir],
+        &[],
+    );
+    let message = dir.path().join("message");
+    support::write(&message, "signed across a TPM outage\n");
+    assert_ok(&sign_file(&socket, &key.public, &message), "before");
+
+    // The outage: swtpm stops in order.
+    stop_swtpm(swtpm, port);
+    assert!(!sign_file(&socket, &key.public, &message).status.success());
+    let outage = std::time::Instant::now();
+    while outage.elapsed() < Duration::from_secs(8) {
+        let started = std::time::Instant::now();
+        let failed = sign_file(&socket, &key.public, &message);
+        let took = started.elapsed();
+        assert!(!failed.status.success(), "{}", describe(&failed));
+        assert!(
+            took < Duration::from_secs(6),
+            "a request in the outage took {took:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let log = agent.stderr();
+    let expected = "lost the connection to the TPM during a reconnection attempt; the next \
+                    request reconnects";
+    assert!(log.contains(expected), "{log}");
+    assert!(!log.contains("thread"), "{log}");
+
+    // swtpm is back, on the same state.
+    let (swtpm, port) = start_swtpm(&state, dir.path());
+    proxy.target.store(port, Ordering::SeqCst);
+    let _ = std::fs::remove_file(dir.path().join("message.sig"));
+    let after = sign_file(&socket, &key.public, &message);
+    assert!(
+        after.status.success(),
+        "{}\n{}",
+        describe(&after),
+        agent.stderr()
+    );
+    assert_ok(
+        &verify_file(dir.path(), &key.public_line(), &message),
+        "verify",
+    );
+    assert!(agent
+        .stderr_once_it_contains("reconnected")
+        .contains("reconnected to the TPM"));
+    assert!(agent.is_running());
     agent.stop();
     stop_swtpm(swtpm, port);
 }

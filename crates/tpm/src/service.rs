@@ -3,12 +3,20 @@
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::device::Tpm;
 use crate::error::{Error, Result};
 use crate::target::TpmTarget;
 
-type Job = Box<dyn FnOnce(&mut Tpm) + Send>;
+/// How long a request waits for a lost TPM to come back before it fails with
+/// [`Error::ConnectionLost`]. The thread goes on: the next request tries again.
+pub const RECONNECT_PATIENCE: Duration = Duration::from_secs(3);
+/// The pause between two attempts to open the TPM again.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
+
+/// A job gets the TPM, or the reason there is none right now.
+type Job = Box<dyn FnOnce(Result<&mut Tpm>) + Send>;
 
 /// Handle to the TPM thread. Dropping every clone's sender ends the thread, which closes
 /// the TPM in order; [`TpmService::shutdown`] waits for that.
@@ -31,14 +39,18 @@ impl TpmService {
     ) -> Result<Self> {
         let (jobs, inbox) = mpsc::channel::<Job>();
         let (ready, opened) = mpsc::channel::<Result<()>>();
+        let open = move || {
+            let mut tpm = Tpm::open(&target)?;
+            setup(&mut tpm);
+            Ok(tpm)
+        };
         let thread = std::thread::Builder::new()
             .name("tpm".into())
             .spawn(move || {
-                let mut tpm = match Tpm::open(&target) {
-                    Ok(mut tpm) => {
-                        setup(&mut tpm);
+                let mut connection = match Connection::open(open, RECONNECT_PATIENCE) {
+                    Ok(connection) => {
                         let _ = ready.send(Ok(()));
-                        tpm
+                        connection
                     }
                     Err(e) => {
                         let _ = ready.send(Err(e));
@@ -46,17 +58,7 @@ impl TpmService {
                     }
                 };
                 for job in inbox {
-                    if tpm.is_broken() {
-                        // The request that saw the failure has failed; this one reconnects.
-                        match reopen(tpm, &target) {
-                            Some(mut fresh) => {
-                                setup(&mut fresh);
-                                tpm = fresh;
-                            }
-                            None => return,
-                        }
-                    }
-                    job(&mut tpm);
+                    job(connection.tpm());
                 }
             })
             .map_err(|e| Error::io("cannot start the TPM thread", e))?;
@@ -81,18 +83,21 @@ impl TpmService {
         }
     }
 
-    /// Queues `job`; `done` receives its result on the TPM thread.
+    /// Queues `job`; `done` receives its result on the TPM thread, or the error that kept
+    /// the job from running ([`Error::ConnectionLost`] while the TPM is away).
     pub fn submit<T: Send + 'static>(
         &self,
-        job: impl FnOnce(&mut Tpm) -> T + Send + 'static,
-        done: impl FnOnce(T) + Send + 'static,
+        job: impl FnOnce(&mut Tpm) -> Result<T> + Send + 'static,
+        done: impl FnOnce(Result<T>) + Send + 'static,
     ) -> Result<()> {
         let jobs = self
             .jobs
             .as_ref()
             .ok_or_else(|| Error::Unsupported("the TPM thread has stopped".into()))?;
-        jobs.send(Box::new(move |tpm| done(job(tpm))))
-            .map_err(|_| Error::Unsupported("the TPM thread has stopped".into()))
+        jobs.send(Box::new(move |tpm: Result<&mut Tpm>| {
+            done(tpm.and_then(job))
+        }))
+        .map_err(|_| Error::Unsupported("the TPM thread has stopped".into()))
     }
 
     /// Runs `job` and waits for its result (for callers that may block).
@@ -121,32 +126,147 @@ impl TpmService {
     }
 }
 
-/// Closes a broken connection and opens a new one, retrying while the TPM is away. Gives
-/// up (ending the thread, so requests fail with "the TPM thread has stopped") only when
-/// the TPM cannot be opened for a minute.
-fn reopen(broken: Tpm, target: &TpmTarget) -> Option<Tpm> {
-    drop(broken);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        match Tpm::open(target) {
-            Ok(tpm) => {
-                tracing::info!("reconnected to the TPM");
-                return Some(tpm);
+impl Drop for TpmService {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The TPM as the thread holds it: open, or lost and opened again by the next job.
+struct Connection<O> {
+    open: O,
+    tpm: Option<Tpm>,
+    /// How long one job waits for the TPM to come back.
+    patience: Duration,
+    /// When a reconnection last failed. The jobs queued right behind it try once each, so
+    /// that a backlog of requests does not wait out the patience one after another.
+    gave_up_at: Option<Instant>,
+}
+
+impl<O: FnMut() -> Result<Tpm>> Connection<O> {
+    /// Opens the TPM the first time; failing, the service does not start.
+    fn open(mut open: O, patience: Duration) -> Result<Self> {
+        let tpm = open()?;
+        Ok(Connection {
+            open,
+            tpm: Some(tpm),
+            patience,
+            gave_up_at: None,
+        })
+    }
+
+    /// The open TPM for the next job. A connection that broke is closed and opened anew,
+    /// retrying for a while; when the TPM is still away, the job fails with
+    /// [`Error::ConnectionLost`] and the next one tries again.
+    fn tpm(&mut self) -> Result<&mut Tpm> {
+        let tpm = match self.tpm.take() {
+            Some(tpm) if !tpm.is_broken() => tpm,
+            // The request that saw the failure has failed; this one reconnects. The broken
+            // connection closes (and an embedded swtpm stops) before the new one opens.
+            broken => {
+                drop(broken);
+                self.reopen()?
             }
-            Err(e) if std::time::Instant::now() < deadline => {
-                tracing::debug!("TPM not back yet: {e}");
-                std::thread::sleep(std::time::Duration::from_millis(250));
+        };
+        Ok(self.tpm.insert(tpm))
+    }
+
+    fn reopen(&mut self) -> Result<Tpm> {
+        let just_failed = self
+            .gave_up_at
+            .is_some_and(|at| at.elapsed() < self.patience);
+        let deadline = Instant::now()
+            + if just_failed {
+                Duration::ZERO
+            } else {
+                self.patience
+            };
+        loop {
+            let error = match (self.open)() {
+                Ok(tpm) => {
+                    tracing::info!("reconnected to the TPM");
+                    self.gave_up_at = None;
+                    return Ok(tpm);
+                }
+                Err(e) => e,
+            };
+            if Instant::now() + RECONNECT_PAUSE < deadline {
+                tracing::debug!("TPM not back yet: {error}");
+                std::thread::sleep(RECONNECT_PAUSE);
+                continue;
             }
-            Err(e) => {
-                tracing::error!("cannot reconnect to the TPM: {e}");
-                return None;
+            if self.gave_up_at.is_none() {
+                tracing::warn!("cannot reconnect to the TPM: {error}; each request tries again");
+            } else {
+                tracing::debug!("TPM still away: {error}");
             }
+            self.gave_up_at = Some(Instant::now());
+            return Err(Error::ConnectionLost {
+                op: "a reconnection attempt",
+            });
         }
     }
 }
 
-impl Drop for TpmService {
-    fn drop(&mut self) {
-        self.stop();
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// A connection that broke, to a TPM that does not come back; `tries` counts the opens.
+    fn lost(tries: &Cell<u32>, patience: Duration) -> Connection<impl FnMut() -> Result<Tpm> + '_> {
+        let open = move || {
+            tries.set(tries.get() + 1);
+            Err(Error::Unsupported("no TPM here".into()))
+        };
+        Connection {
+            open,
+            tpm: None,
+            patience,
+            gave_up_at: None,
+        }
+    }
+
+    /// Each job during an outage fails within the patience, with the error that says the
+    /// next request reconnects; and the next one does try again, however long the outage.
+    #[test]
+    fn an_outage_fails_each_job_quickly_and_never_gives_up() {
+        let tries = Cell::new(0);
+        let patience = Duration::from_millis(600);
+        let mut connection = lost(&tries, patience);
+
+        let started = Instant::now();
+        let first = connection.tpm().err();
+        let waited = started.elapsed();
+        assert!(
+            matches!(first, Some(Error::ConnectionLost { .. })),
+            "{first:?}"
+        );
+        assert!(
+            waited >= Duration::from_millis(500),
+            "gave up after {waited:?}"
+        );
+        assert!(waited < Duration::from_millis(1500), "waited {waited:?}");
+        assert!(tries.get() >= 2, "{} tries", tries.get());
+        let text = first.map(|e| e.to_string()).unwrap_or_default();
+        assert!(text.contains("the next request reconnects"), "{text}");
+
+        // Queued right behind: one try each, no second wait.
+        let before = tries.get();
+        let started = Instant::now();
+        assert!(connection.tpm().is_err());
+        assert!(started.elapsed() < Duration::from_millis(200));
+        assert_eq!(tries.get(), before + 1);
+
+        // Later requests, past any limit, still try (with patience again).
+        for _ in 0..3 {
+            std::thread::sleep(patience);
+            let before = tries.get();
+            assert!(matches!(
+                connection.tpm(),
+                Err(Error::ConnectionLost { .. })
+            ));
+            assert!(tries.get() >= before + 2, "{} -> {}", before, tries.get());
+        }
     }
 }
