@@ -200,7 +200,7 @@ pub fn cases() -> Vec<Case> {
         bytes(
             "huge",
             huge,
-            r#"ssh-tpm-add: {file} is 204800 bytes, too large for a TPM key file"#,
+            r#"ssh-tpm-add: {file} is 204800 bytes, too large for a key file (at most 65536 bytes)"#,
         ),
         bytes(
             "binary noise",

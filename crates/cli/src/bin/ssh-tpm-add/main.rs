@@ -4,6 +4,7 @@
 mod cli;
 mod destination;
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -13,7 +14,7 @@ use ssh_tpm::CliError;
 use ssh_tpm_agent_core::cert::CertBlob;
 use ssh_tpm_agent_core::client;
 use ssh_tpm_agent_core::constraint::Constraints;
-use ssh_tpm_agent_core::keyring::sibling;
+use ssh_tpm_agent_core::keyring::{sibling, MAX_KEY_FILE};
 use ssh_tpm_agent_core::known_hosts;
 use ssh_tpm_agent_core::AgentKey;
 use ssh_tpm_keyfile::TpmKey;
@@ -75,15 +76,7 @@ fn add(socket: &Path, file: &Path, constraints: &Constraints) -> Result<(), CliE
     key.description = Some(comment.clone());
 
     let cert_path = sibling(file, "-cert.pub");
-    let certificate = match std::fs::read_to_string(&cert_path) {
-        Ok(text) => Some(CertBlob::from_openssh(text.trim()).map_err(|e| {
-            CliError::Usage(format!(
-                "{}: unreadable certificate: {e}",
-                cert_path.display()
-            ))
-        })?),
-        Err(_) => None,
-    };
+    let certificate = read_certificate(&cert_path);
     // Check here what the agent would check, so the reason shows on this terminal.
     AgentKey::new(key.clone(), certificate.clone())
         .map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
@@ -112,24 +105,72 @@ fn add(socket: &Path, file: &Path, constraints: &Constraints) -> Result<(), CliE
     Ok(())
 }
 
-/// Key files are a few KiB; a larger file is not one, and is not read whole.
-const MAX_KEY_FILE: u64 = 64 * 1024;
+/// The certificate at `cert_path`: `None` when there is none, and also, with a warning
+/// naming it, when it is too large, unreadable or no certificate; the key is added anyway,
+/// as the agent serves a key whose certificate it cannot read.
+fn read_certificate(cert_path: &Path) -> Option<CertBlob> {
+    if std::fs::symlink_metadata(cert_path).is_err() {
+        return None;
+    }
+    let parsed = read_small_file(cert_path, "certificate")
+        .and_then(|bytes| {
+            String::from_utf8(bytes).map_err(|_| CliError::Usage("not UTF-8 text".into()))
+        })
+        .and_then(|text| {
+            CertBlob::from_openssh(text.trim())
+                .map_err(|e| CliError::Usage(format!("unreadable certificate: {e}")))
+        });
+    parsed
+        .map_err(|e| {
+            eprintln!(
+                "ssh-tpm-add: warning: {}: {}; adding the key without its certificate",
+                cert_path.display(),
+                error_text(&e)
+            );
+        })
+        .ok()
+}
+
+/// An error's text without the file name that [`read_small_file`] puts first.
+fn error_text(e: &CliError) -> String {
+    match e {
+        CliError::Io { source, .. } => source.to_string(),
+        other => other.to_string(),
+    }
+}
 
 fn read_key_file(file: &Path) -> Result<Vec<u8>, CliError> {
+    read_small_file(file, "key file").map_err(|e| match e {
+        CliError::Usage(reason) => CliError::Usage(format!("{} {reason}", file.display())),
+        other => other,
+    })
+}
+
+/// The bytes of a key file or a certificate: a regular file of at most [`MAX_KEY_FILE`]
+/// bytes (the agent's limit), checked before reading; the read stops past the limit
+/// should the file grow meanwhile. A `Usage` error's text follows the file name.
+fn read_small_file(file: &Path, what: &str) -> Result<Vec<u8>, CliError> {
     let cannot = |e| CliError::io(format!("cannot read {}", file.display()), e);
     let meta = std::fs::metadata(file).map_err(cannot)?;
     if !meta.is_file() {
         return Err(CliError::Usage(format!(
-            "{} is not a regular file, so not a key file",
-            file.display()
+            "is not a regular file, so not a {what}"
         )));
     }
-    let size = meta.len();
-    if size > MAX_KEY_FILE {
-        return Err(CliError::Usage(format!(
-            "{} is {size} bytes, too large for a TPM key file",
-            file.display()
-        )));
+    let too_large = |size: u64| {
+        CliError::Usage(format!(
+            "is {size} bytes, too large for a {what} (at most {MAX_KEY_FILE} bytes)"
+        ))
+    };
+    if meta.len() > MAX_KEY_FILE {
+        return Err(too_large(meta.len()));
     }
-    std::fs::read(file).map_err(cannot)
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(MAX_KEY_FILE + 1).read_to_end(&mut bytes))
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_KEY_FILE {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
