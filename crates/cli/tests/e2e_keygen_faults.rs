@@ -127,3 +127,34 @@ fn a_tcp_tcti_where_nothing_listens_says_so() {
     );
     assert_eq!(stderr(&out), expected, "{}", describe(&out));
 }
+
+/// A `NAME.tpm` that is a symlink loop, or a symlink to nowhere, is an existing file: keygen
+/// asks before replacing it, and a "no" leaves it.
+#[test]
+fn a_symlink_key_file_is_not_replaced_unasked() {
+    let tpm = Swtpm::start();
+    let dir = tempdir();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).expect("key dir");
+    std::os::unix::fs::symlink("loop1.tpm", keys.join("loop1.tpm")).expect("loop");
+    std::os::unix::fs::symlink("nowhere", keys.join("dangling.tpm")).expect("dangling");
+
+    for name in ["loop1", "dangling"] {
+        let out = run_with_stdin(
+            product("ssh-tpm-keygen")
+                .args(["--tcti", &tpm.tcti(), "-N", "", "-f"])
+                .arg(keys.join(name)),
+            b"n\n",
+        );
+        assert!(!out.status.success(), "{}", describe(&out));
+        let key = keys.join(format!("{name}.tpm"));
+        let expected = format!("{} was not overwritten; nothing was created", key.display());
+        assert!(stderr(&out).contains(&expected), "{}", describe(&out));
+        let meta = std::fs::symlink_metadata(&key).expect("still there");
+        assert!(meta.file_type().is_symlink(), "{name}.tpm was replaced");
+        assert!(
+            std::fs::symlink_metadata(keys.join(format!("{name}.pub"))).is_err(),
+            "{name}.pub was written"
+        );
+    }
+}

@@ -51,9 +51,10 @@ pub fn create_missing(args: Args) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Whether `dir/stem.tpm` or `dir/stem.pub` exists.
+/// Whether `dir/stem.tpm` or `dir/stem.pub` exists, as any directory entry (a dangling
+/// symlink too).
 fn exists(dir: &Path, stem: &str) -> bool {
     [".tpm", ".pub"]
         .iter()
-        .any(|suffix| dir.join(format!("{stem}{suffix}")).exists())
+        .any(|suffix| super::entry_exists(&dir.join(format!("{stem}{suffix}"))))
 }

@@ -100,7 +100,7 @@ fn output_paths(stem: &Path) -> Result<(PathBuf, PathBuf), CliError> {
 /// Asks once before overwriting the first of `paths` that exists; a "no" ends the
 /// command with `nothing_done` in the message.
 fn confirm_overwrite(paths: &[&Path], nothing_done: &str) -> Result<(), CliError> {
-    if let Some(existing) = paths.iter().find(|p| p.exists()) {
+    if let Some(existing) = paths.iter().find(|p| entry_exists(p)) {
         let question = format!("{} already exists.\nOverwrite (y/n)? ", existing.display());
         if !prompt::confirm(&question)? {
             return Err(CliError::Usage(format!(
@@ -110,6 +110,12 @@ fn confirm_overwrite(paths: &[&Path], nothing_done: &str) -> Result<(), CliError
         }
     }
     Ok(())
+}
+
+/// Whether `path` names any directory entry: a dangling symlink or a symlink loop counts,
+/// as a rename would replace it.
+pub(crate) fn entry_exists(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
 }
 
 /// The new key's PIN: `-N`, else asked twice on the terminal.
