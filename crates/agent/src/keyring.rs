@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
 use ssh_key::public::KeyData;
 use ssh_key::{HashAlg, PublicKey};
 use ssh_tpm_keyfile::{KeyType, TpmKey};
@@ -40,6 +41,10 @@ pub struct AgentKey {
     /// The `*.tpm` file the agent loaded the key from; `None` for keys clients added. A
     /// reload drops the key when this file is gone or now holds another key.
     pub source: Option<PathBuf>,
+    /// Names the key's PIN in the cache: SHA-256 of the key file's contents (its DER). The
+    /// same key rewritten with another PIN (`ssh-tpm-keygen -p`) has another private blob,
+    /// so the PIN cached for the old file is never sent for the new one.
+    pub pin_slot: [u8; 32],
 }
 
 impl AgentKey {
@@ -65,6 +70,7 @@ impl AgentKey {
             }
         }
         let public_blob = key_blob(&public).map_err(|e| invalid(e.to_string()))?;
+        let pin_slot = Sha256::digest(key.to_der()).into();
         Ok(AgentKey {
             comment: key.description.clone().unwrap_or_default(),
             key,
@@ -76,6 +82,7 @@ impl AgentKey {
             expires: None,
             destinations: Vec::new(),
             source: None,
+            pin_slot,
         })
     }
 
@@ -662,6 +669,26 @@ mod tests {
         std::fs::remove_file(dir.join("id.tpm")).expect("remove");
         assert!(failures_by_name(&keyring, &dir).is_empty());
         assert_eq!(keyring.keys().len(), 1);
+    }
+
+    /// The PIN cache names a key by its file's contents: the same key with another private
+    /// blob (its PIN changed) is another slot; the same bytes read again, the same one.
+    #[test]
+    fn pin_slot_follows_the_key_file_contents() {
+        let dir = TestDir::new();
+        let path = dir.join("id.tpm");
+        std::fs::write(&path, FIXTURE).expect("write id.tpm");
+        let first = AgentKey::from_file(&path).expect("loads");
+        let again = AgentKey::from_file(&path).expect("loads");
+        assert_eq!(first.pin_slot, again.pin_slot);
+
+        let mut rewritten = first.key.clone();
+        if let Some(byte) = rewritten.privkey.last_mut() {
+            *byte ^= 1;
+        }
+        let rewritten = AgentKey::new(rewritten, None).expect("still a key");
+        assert_eq!(rewritten.public_blob, first.public_blob);
+        assert_ne!(rewritten.pin_slot, first.pin_slot);
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::sync::Mutex;
 
 use ssh_tpm_tpm::Pin;
 
-/// PINs by the public key blob of their key.
+/// PINs by their key's slot: the SHA-256 of its key file (see `AgentKey::pin_slot`), so
+/// that a key file rewritten with another PIN does not get the old one.
 #[derive(Debug)]
 pub struct PinCache {
     enabled: bool,
@@ -54,6 +55,11 @@ impl PinCache {
         self.lock().remove(key);
     }
 
+    /// Keeps only the PINs whose slot `keep` accepts.
+    pub fn retain(&self, keep: impl Fn(&[u8]) -> bool) {
+        self.lock().retain(|slot, _| keep(slot));
+    }
+
     /// Drops every PIN.
     pub fn clear(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
@@ -84,6 +90,12 @@ mod tests {
         cache.clear();
         assert!(cache.get(b"k2").is_none());
         assert_ne!(cache.epoch(), before);
+
+        cache.put(b"k3", Pin::from("1111".to_string()));
+        cache.put(b"k4", Pin::from("2222".to_string()));
+        cache.retain(|slot| slot == b"k4");
+        assert!(cache.get(b"k3").is_none());
+        assert!(cache.get(b"k4").is_some());
 
         let off = PinCache::new(false);
         off.put(b"k1", Pin::from("1234".to_string()));

@@ -203,8 +203,9 @@ impl Agent {
     /// that may go to another agent are kept as the bytes the client sent.
     pub async fn handle(&self, peer: &mut Peer, message: &[u8]) -> Vec<u8> {
         // Keys past their lifetime are gone before any request sees them, even if the
-        // reaper has not run yet.
+        // reaper has not run yet; so are the PINs of key files a reload replaced.
         self.expire_keys();
+        self.forget_replaced_pins();
         let Some((&kind, body)) = message.split_first() else {
             return vec![FAILURE];
         };
@@ -386,7 +387,7 @@ impl Agent {
         // A noDA key whose file may wrongly claim a PIN: an empty one costs no
         // dictionary-attack try, so it goes first (see `ssh_tpm_tpm::PinNeed`).
         let mut try_empty = ssh_tpm_tpm::pin_need(&key.key) == PinNeed::TryEmptyFirst
-            && self.pins.get(&key.public_blob).is_none();
+            && self.pins.get(&key.pin_slot).is_none();
         loop {
             let epoch = self.pins.epoch();
             let (pin, cached) = if try_empty {
@@ -418,13 +419,13 @@ impl Agent {
             match signed {
                 Ok(signature) => {
                     if !cached {
-                        self.pins.put(&key.public_blob, pin);
+                        self.pins.put(&key.pin_slot, pin);
                     }
                     tracing::debug!(key = %key.fingerprint(), "signed");
                     return Ok(signature);
                 }
                 Err(ssh_tpm_tpm::Error::WrongPin { tries_left }) => {
-                    self.pins.forget(&key.public_blob);
+                    self.pins.forget(&key.pin_slot);
                     // A stale cached PIN is not the user's mistake; ask, and count from there.
                     if !cached {
                         wrong += 1;
@@ -468,7 +469,7 @@ impl Agent {
         if ssh_tpm_tpm::pin_need(&key.key) == PinNeed::None {
             return Ok((Pin::empty(), false));
         }
-        if let Some(pin) = self.pins.get(&key.public_blob) {
+        if let Some(pin) = self.pins.get(&key.pin_slot) {
             return Ok((pin, true));
         }
         let tries_left = match self.on_tpm(|tpm| tpm.lockout_status()).await? {
@@ -522,7 +523,7 @@ impl Agent {
         let Some(removed) = self.keyring.remove(&blob) else {
             return self.remove_elsewhere(peer, &blob, message).await;
         };
-        self.pins.forget(&removed.public_blob);
+        self.pins.forget(&removed.pin_slot);
         tracing::info!(key = %removed.label(), "key removed");
         Ok(vec![SUCCESS])
     }
@@ -539,9 +540,17 @@ impl Agent {
     /// Drops the keys whose lifetime ran out, and their PINs.
     fn expire_keys(&self) {
         for key in self.keyring.expire(Instant::now()) {
-            self.pins.forget(&key.public_blob);
+            self.pins.forget(&key.pin_slot);
             tracing::info!(key = %key.label(), "key expired (its lifetime, set with -t, ended)");
         }
+    }
+
+    /// Drops the cached PINs of key files the agent no longer serves: a reload replaced
+    /// them (a changed PIN, say), or removed them.
+    fn forget_replaced_pins(&self) {
+        let keys = self.keyring.keys();
+        self.pins
+            .retain(|slot| keys.iter().any(|key| key.pin_slot[..] == *slot));
     }
 
     /// Removes each key when its lifetime ends, so that it goes away on time even while
