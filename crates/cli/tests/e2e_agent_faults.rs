@@ -65,9 +65,9 @@ fn assert_signs(agent: &Agent, key: &KeyFiles, message: &Path, what: &str) {
 }
 
 /// `ssh-tpm-keygen -p` changes the PIN of a copy of the served key file, and the copy
-/// replaces it once the agent cached the old PIN (renamed into place, as keygen writes). The agent reloads it, and the
-/// PIN it cached for the old file is not sent: the next signature asks, and the TPM counts
-/// no failed try.
+/// replaces it once the agent cached the old PIN (renamed into place, as keygen writes).
+/// The agent reloads it, and the PIN it cached for the old file is not sent: the next
+/// signature asks, and the TPM counts no failed try.
 #[test]
 fn a_key_file_rewritten_with_another_pin_is_asked_for_not_tried_with_the_old_pin() {
     let tpm = Swtpm::start();
