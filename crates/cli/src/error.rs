@@ -28,11 +28,26 @@ pub enum CliError {
     Usage(String),
 }
 
+/// What to do when a key file cannot be read for want of permission (EACCES).
+pub const UNREADABLE_KEY_HINT: &str =
+    "check the file's owner and mode (key files are 0600, owned by you)";
+
 impl CliError {
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         CliError::Io {
             what: what.into(),
             source,
         }
+    }
+
+    /// `cannot read PATH: ...` for a key file; a permission error gets
+    /// [`UNREADABLE_KEY_HINT`] after it.
+    pub fn read_key_file(path: &std::path::Path, source: std::io::Error) -> Self {
+        let source = if source.kind() == std::io::ErrorKind::PermissionDenied {
+            std::io::Error::new(source.kind(), format!("{source}; {UNREADABLE_KEY_HINT}"))
+        } else {
+            source
+        };
+        CliError::io(format!("cannot read {}", path.display()), source)
     }
 }

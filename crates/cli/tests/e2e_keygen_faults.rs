@@ -1,5 +1,7 @@
 //! ssh-tpm-keygen's own faults, end to end: a key pair whose `.pub` cannot be written leaves
-//! both old files (or neither new one) and names the file in the README's wording.
+//! both old files (or neither new one) and names the file in the README's wording; a TCP
+//! TCTI where nothing listens says so; a symlink key file is asked about before it is
+//! replaced; a key file the user may not read says what to check (keygen, add, agent).
 
 mod support;
 
@@ -157,4 +159,67 @@ fn a_symlink_key_file_is_not_replaced_unasked() {
             "{name}.pub was written"
         );
     }
+}
+
+/// `program ARGS...` as a user who may not read root's 0600 files (nobody, when root), or
+/// as is when not root (the file is then made mode 000).
+fn as_other_user(program: &str) -> std::process::Command {
+    if is_root() {
+        let mut cmd = tool("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
+        cmd
+    } else {
+        tool(program)
+    }
+}
+
+/// A key file the user may not read (EACCES) says what to check, in ssh-tpm-keygen -p and
+/// in ssh-tpm-add, before any TPM or agent is needed.
+#[test]
+fn an_unreadable_key_file_says_what_to_check() {
+    let tpm = Swtpm::start();
+    let dir = tempdir();
+    assert_ok(&keygen(&tpm.tcti(), dir.path(), "root's"), "keygen");
+    let key = dir.path().join("k.tpm");
+    support::chmod(dir.path(), 0o755);
+    support::chmod(&key, if is_root() { 0o600 } else { 0o000 });
+    let expected = |program: &str| {
+        format!(
+            "{program}: cannot read {}: Permission denied (os error 13); check the file's \
+             owner and mode (key files are 0600, owned by you)\n",
+            key.display()
+        )
+    };
+
+    let out = run(as_other_user(product_path("ssh-tpm-keygen"))
+        .args(["--tcti", &tpm.tcti(), "-p", "-P", "", "-N", "", "-f"])
+        .arg(&key));
+    assert_eq!(
+        stderr(&out),
+        expected("ssh-tpm-keygen"),
+        "{}",
+        describe(&out)
+    );
+
+    let out = run(as_other_user(product_path("ssh-tpm-add"))
+        .env("SSH_TPM_AUTH_SOCK", dir.path().join("no-agent.sock"))
+        .arg(&key));
+    assert_eq!(stderr(&out), expected("ssh-tpm-add"), "{}", describe(&out));
+
+    // The agent, loading the key directory, logs the same hint.
+    let sockets = tempdir();
+    support::chmod(sockets.path(), 0o777);
+    let mut agent = as_other_user(product_path("ssh-tpm-agent"));
+    agent
+        .args(["--tcti", &tpm.tcti(), "-l"])
+        .arg(sockets.path().join("agent.sock"))
+        .arg("--key-dir")
+        .arg(dir.path());
+    let agent = support::Daemon::spawn("ssh-tpm-agent", &mut agent, sockets.path());
+    let hint = format!(
+        "not loaded: {}: Permission denied (os error 13); check the file's owner and mode",
+        key.display()
+    );
+    let logged = support::poll_until(support::START_TIMEOUT, || agent.stderr().contains(&hint));
+    assert!(logged, "{}", agent.stderr());
 }

@@ -142,6 +142,7 @@ fn error_text(e: &CliError) -> String {
 fn read_key_file(file: &Path) -> Result<Vec<u8>, CliError> {
     read_small_file(file, "key file").map_err(|e| match e {
         CliError::Usage(reason) => CliError::Usage(format!("{} {reason}", file.display())),
+        CliError::Io { source, .. } => CliError::read_key_file(file, source),
         other => other,
     })
 }

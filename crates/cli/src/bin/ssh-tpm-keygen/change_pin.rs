@@ -52,8 +52,7 @@ pub fn change_pin(args: Args) -> Result<(), CliError> {
 }
 
 fn read_key(path: &PathBuf) -> Result<TpmKey, CliError> {
-    let data = std::fs::read(path)
-        .map_err(|e| CliError::io(format!("cannot read {}", path.display()), e))?;
+    let data = std::fs::read(path).map_err(|e| CliError::read_key_file(path, e))?;
     TpmKey::from_bytes(&data).map_err(|source| CliError::KeyFile {
         path: path.display().to_string(),
         source,

@@ -259,7 +259,7 @@ fn read_private_key(
 
 /// Reads a small input file whole.
 fn read_input(path: &Path) -> Result<Vec<u8>, CliError> {
-    let fail = |e| CliError::io(format!("cannot read {}", path.display()), e);
+    let fail = |e| CliError::read_key_file(path, e);
     let file = std::fs::File::open(path).map_err(fail)?;
     let mut data = Vec::new();
     file.take(MAX_INPUT + 1)
