@@ -77,8 +77,8 @@ async fn limit_per_address(
     response
 }
 
-/// Answers 413 at once to a request whose `Content-Length` is over the limit, before a byte of
-/// its body is read (the body limit alone would wait for a body that may never come).
+/// Answers 413 to a request whose `Content-Length` is over the limit within a second, whether
+/// or not its body comes (the body limit alone would wait for a body that may never come).
 async fn refuse_declared_oversize(
     State(ca): State<Arc<Authority>>,
     request: Request,
@@ -90,11 +90,25 @@ async fn refuse_declared_oversize(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_REQUEST_BYTES as u64) {
-        let uri = request.uri().clone();
-        return refuse_route(&ca, &uri, StatusCode::PAYLOAD_TOO_LARGE, too_large()).await;
+        let (parts, body) = request.into_parts();
+        // Read a little of what the client is sending anyway, so that closing the connection
+        // does not reset it before the client reads the answer; a body that never comes is
+        // waited for only briefly.
+        let _ = tokio::time::timeout(DRAIN_TIME, axum::body::to_bytes(body, DRAIN_BYTES)).await;
+        let mut response =
+            refuse_route(&ca, &parts.uri, StatusCode::PAYLOAD_TOO_LARGE, too_large()).await;
+        // The rest of the body is not read: the connection cannot be used again.
+        let close = HeaderValue::from_static("close");
+        response.headers_mut().insert(header::CONNECTION, close);
+        return response;
     }
     next.run(request).await
 }
+
+/// How much of an oversized body is read and dropped before the 413, at most.
+const DRAIN_BYTES: usize = 1024 * 1024;
+/// How long the client is given to send that much.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn too_large() -> String {
     format!(

@@ -113,7 +113,7 @@ fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, Durati
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_declared_oversize_body_is_refused_before_it_is_read() {
+async fn a_declared_oversize_body_is_refused_without_waiting_for_it() {
     let dir = tempfile::tempdir().unwrap();
     let addr = start(dir.path(), false).await;
     tokio::task::spawn_blocking(move || {
