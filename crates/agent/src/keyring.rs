@@ -64,6 +64,12 @@ impl AgentKey {
         let public = ssh_tpm_tpm::decode_public(&key.pubkey)?;
         let spec = ssh_tpm_tpm::key_spec(&public)?;
         let public = ssh_tpm_tpm::ssh_public_key(&public)?;
+        check_public(&public, spec).map_err(|why| {
+            invalid(format!(
+                "the public key is damaged: {why}; the file cannot be used (restore it from a \
+                 backup, or make a new key)"
+            ))
+        })?;
         if let Some(cert) = &certificate {
             if !cert.certifies(&public) {
                 return Err(invalid("the certificate is for another key".into()));
@@ -153,6 +159,54 @@ impl AgentKey {
     /// How the key is named to the user: fingerprint and comment.
     pub fn label(&self) -> String {
         format!("{} ({})", self.fingerprint(), self.comment)
+    }
+}
+
+/// Refuses a public key that OpenSSH would refuse: one such key in a list answer makes
+/// OpenSSH drop the whole answer ("invalid format"), and with it every other key. An ECDSA
+/// point must lie on its curve; an RSA modulus must have the key's size and be odd, and the
+/// exponent must be odd and at least 3.
+fn check_public(public: &KeyData, spec: KeySpec) -> std::result::Result<(), String> {
+    match public {
+        KeyData::Ecdsa(key) => {
+            let point = key.as_sec1_bytes();
+            let (on_curve, curve) = match spec {
+                KeySpec::EcdsaP256 => (p256::PublicKey::from_sec1_bytes(point).is_ok(), "P-256"),
+                KeySpec::EcdsaP384 => (p384::PublicKey::from_sec1_bytes(point).is_ok(), "P-384"),
+                KeySpec::EcdsaP521 => (p521::PublicKey::from_sec1_bytes(point).is_ok(), "P-521"),
+                KeySpec::Rsa2048 | KeySpec::Rsa3072 => {
+                    return Err("an ECDSA key where the file says RSA".into())
+                }
+            };
+            if !on_curve {
+                return Err(format!("its ECDSA point is not on the NIST {curve} curve"));
+            }
+            Ok(())
+        }
+        KeyData::Rsa(key) => {
+            let expected = match spec {
+                KeySpec::Rsa2048 => 2048,
+                KeySpec::Rsa3072 => 3072,
+                _ => return Err("an RSA key where the file says ECDSA".into()),
+            };
+            let n = key.n.as_positive_bytes().unwrap_or_default();
+            let bits = match n.first() {
+                Some(top) => n.len() * 8 - top.leading_zeros() as usize,
+                None => 0,
+            };
+            if bits != expected || n.last().is_some_and(|low| low % 2 == 0) {
+                return Err(format!(
+                    "its RSA modulus is not an odd {expected}-bit number ({bits} bits)"
+                ));
+            }
+            let e = key.e.as_positive_bytes().unwrap_or_default();
+            let odd = e.last().is_some_and(|low| low % 2 == 1);
+            if !odd || (e.len() == 1 && e[0] < 3) {
+                return Err("its RSA exponent is not an odd number of at least 3".into());
+            }
+            Ok(())
+        }
+        _ => Err("neither an ECDSA nor an RSA key".into()),
     }
 }
 
@@ -689,6 +743,58 @@ mod tests {
         let rewritten = AgentKey::new(rewritten, None).expect("still a key");
         assert_eq!(rewritten.public_blob, first.public_blob);
         assert_ne!(rewritten.pin_slot, first.pin_slot);
+    }
+
+    /// One byte changed in the ECDSA point: the file is refused, by name, saying why; the
+    /// good file beside it still loads.
+    #[test]
+    fn a_point_off_the_curve_is_refused_by_name() {
+        let dir = TestDir::new();
+        let good = TpmKey::from_bytes(FIXTURE.as_bytes()).expect("fixture");
+        let mut bad = good.clone();
+        let last = bad.pubkey.len() - 1;
+        bad.pubkey[last] ^= 0x01;
+        std::fs::write(dir.join("bad.tpm"), bad.to_pem()).expect("write bad.tpm");
+        std::fs::write(dir.join("good.tpm"), FIXTURE).expect("write good.tpm");
+
+        let keyring = Keyring::default();
+        let failures = failures_by_name(&keyring, &dir);
+        assert_eq!(keyring.keys().len(), 1);
+        assert_eq!(
+            failures,
+            [
+                "bad.tpm: the public key is damaged: its ECDSA point is not on the NIST P-256 \
+                 curve; the file cannot be used (restore it from a backup, or make a new key)"
+            ]
+        );
+        assert!(
+            AgentKey::new(bad, None).is_err(),
+            "a client's key is checked too"
+        );
+    }
+
+    #[test]
+    fn rsa_modulus_and_exponent_are_checked() {
+        let rsa = |n: Vec<u8>, e: &[u8]| {
+            KeyData::Rsa(ssh_key::public::RsaPublicKey {
+                e: ssh_key::Mpint::from_positive_bytes(e).expect("e"),
+                n: ssh_key::Mpint::from_positive_bytes(&n).expect("n"),
+            })
+        };
+        let mut n = vec![0xC5; 256];
+        assert!(check_public(&rsa(n.clone(), &[1, 0, 1]), KeySpec::Rsa2048).is_ok());
+        assert!(check_public(&rsa(n.clone(), &[1, 0, 1]), KeySpec::Rsa3072).is_err());
+        assert!(check_public(&rsa(n.clone(), &[1]), KeySpec::Rsa2048).is_err());
+        assert!(check_public(&rsa(n.clone(), &[1, 0, 0]), KeySpec::Rsa2048).is_err());
+        n[255] = 0xC4;
+        let even = check_public(&rsa(n.clone(), &[1, 0, 1]), KeySpec::Rsa2048);
+        assert_eq!(
+            even.err().as_deref(),
+            Some("its RSA modulus is not an odd 2048-bit number (2048 bits)")
+        );
+        n[0] = 0x45;
+        n[255] = 0xC5;
+        assert!(check_public(&rsa(n, &[1, 0, 1]), KeySpec::Rsa2048).is_err());
     }
 
     #[test]

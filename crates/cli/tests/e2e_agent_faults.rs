@@ -1,5 +1,6 @@
 //! The agent's faults with PINs and key files, end to end against swtpm: a key file
-//! rewritten with another PIN is asked for, never tried with the old cached PIN.
+//! rewritten with another PIN is asked for, never tried with the old cached PIN; a key file
+//! whose public key is damaged is refused by name, and the other keys are still listed.
 
 mod support;
 
@@ -7,9 +8,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ssh_tpm_agent_core::client;
+use ssh_tpm_agent_core::constraint::Constraints;
+use ssh_tpm_keyfile::TpmKey;
 use support::{
     askpass_calls, assert_ok, chmod, describe, keygen, poll_until, product, run, sign_file,
-    tempdir, verify_file, write, Agent, KeyFiles, Swtpm,
+    ssh_add, stderr, stdout, tempdir, verify_file, write, Agent, KeyFiles, Swtpm,
 };
 
 /// An executable askpass script in `dir` that prints the contents of the file it returns
@@ -124,4 +128,62 @@ fn a_key_file_rewritten_with_another_pin_is_asked_for_not_tried_with_the_old_pin
         agent.stderr()
     );
     assert!(!agent.stderr().contains("wrong PIN"), "{}", agent.stderr());
+}
+
+/// A copy of a no-PIN ECDSA key file with one byte of its public point changed, next to a
+/// good key: the agent refuses the damaged file by name, and `ssh-add -l` lists the good
+/// key (one bad key used to make OpenSSH refuse the whole list). `ssh-tpm-add` of the
+/// damaged file is refused too, and the list still works after.
+#[test]
+fn a_key_file_whose_point_is_off_the_curve_is_refused_and_the_others_are_listed() {
+    let tpm = Swtpm::start();
+    let keys = tempdir();
+    let (good, _) = keygen(&tpm, keys.path(), "id", &["-N", ""]);
+    let damaged = keys.path().join("damaged.tpm");
+    let mut key = TpmKey::from_bytes(&fs::read(&good.tpm).expect("read")).expect("key file");
+    let last = key.pubkey.len() - 1;
+    key.pubkey[last] ^= 0x01;
+    write(&damaged, key.to_pem());
+
+    let agent = Agent::serve(&tpm, keys.path(), &[]);
+    let listed = ssh_add(agent.socket(), &["-l"]);
+    assert_ok(&listed, "ssh-add -l");
+    let fingerprint = support::fingerprint(&good.public);
+    assert_eq!(stdout(&listed).lines().count(), 1, "{}", describe(&listed));
+    assert!(
+        stdout(&listed).contains(&fingerprint),
+        "{}",
+        describe(&listed)
+    );
+    let log = agent.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains(&*damaged.to_string_lossy()))
+        .unwrap_or_else(|| panic!("the damaged file is not named:\n{log}"));
+    assert!(
+        line.contains("the public key is damaged: its ECDSA point is not on the NIST P-256 curve"),
+        "{log}"
+    );
+
+    // ssh-tpm-add refuses it before it asks the agent; the agent refuses it as well.
+    let added = run(product("ssh-tpm-add")
+        .env("SSH_TPM_AUTH_SOCK", agent.socket())
+        .arg(&damaged));
+    assert!(!added.status.success(), "{}", describe(&added));
+    let expected = format!(
+        "{}: the public key is damaged: its ECDSA point is not on the NIST P-256 curve",
+        damaged.display()
+    );
+    assert!(stderr(&added).contains(&expected), "{}", describe(&added));
+    let sent = client::add_key(agent.socket(), &key, None, &Constraints::default());
+    assert!(sent.is_err(), "the agent took the damaged key");
+    let log = agent.stderr_once_it_contains("request failed");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("request failed") && l.contains("not on the NIST P-256 curve")),
+        "{log}"
+    );
+    let listed = ssh_add(agent.socket(), &["-l"]);
+    assert_ok(&listed, "ssh-add -l after ssh-tpm-add");
+    assert_eq!(stdout(&listed).lines().count(), 1, "{}", describe(&listed));
 }
