@@ -4,6 +4,7 @@
 
 mod forward;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use ssh_tpm_tpm::{KeySpec, Pin, PinNeed, SignHash, TpmService};
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::OwnedMutexGuard;
 use zeroize::Zeroizing;
 
 use crate::addkey;
@@ -86,6 +88,9 @@ impl SignRequest {
     }
 }
 
+/// A PIN to try, whether it came from the cache, and the prompt turn it holds.
+type PinChoice = (Pin, bool, Option<OwnedMutexGuard<()>>);
+
 /// Wrong PINs accepted within one sign request before it fails.
 const PIN_ATTEMPTS: u32 = 3;
 
@@ -133,6 +138,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub struct Agent {
     keyring: Keyring,
     pins: PinCache,
+    /// One PIN prompt per key at a time, by the key's PIN slot; held from the prompt until
+    /// the TPM has judged the PIN, so that a request waiting its turn finds it cached.
+    prompts: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
     /// SHA-256 of the lock passphrase while the agent is locked.
     lock: Mutex<Option<Zeroizing<[u8; 32]>>>,
     /// Wrong unlock passphrases since the last unlock. Held across the delay after a wrong
@@ -154,6 +162,7 @@ impl Agent {
         Agent {
             keyring: Keyring::default(),
             pins: PinCache::new(cache_pins),
+            prompts: Mutex::new(HashMap::new()),
             lock: Mutex::new(None),
             unlock_failures: tokio::sync::Mutex::new(0),
             lifetimes_changed: tokio::sync::Notify::new(),
@@ -390,8 +399,9 @@ impl Agent {
             && self.pins.get(&key.pin_slot).is_none();
         loop {
             let epoch = self.pins.epoch();
-            let (pin, cached) = if try_empty {
-                (Pin::empty(), true)
+            // `_turn`, this request's turn to prompt, lasts until the PIN is judged.
+            let (pin, cached, _turn) = if try_empty {
+                (Pin::empty(), true, None)
             } else {
                 self.pin_for(key, wrong).await?
             };
@@ -462,15 +472,23 @@ impl Agent {
         }
     }
 
-    /// The PIN to try: none for keys without one, the cached one, or a prompt. Before a
-    /// prompt, the TPM is asked whether it accepts PINs at all, so that a user in lockout
-    /// is told so instead of typing a PIN that cannot work.
-    async fn pin_for(&self, key: &Arc<AgentKey>, wrong: u32) -> Result<(Pin, bool)> {
+    /// The PIN to try, whether it came from the cache, and for a prompted PIN the turn
+    /// to hold until the TPM has judged it: none for keys without one, the cached one, or
+    /// a prompt. A key's prompts come one at a time; a request that waited for another's
+    /// takes the PIN that one got accepted. Before a prompt, the TPM is asked whether it
+    /// accepts PINs at all, so that a user in lockout is told so instead of typing a PIN
+    /// that cannot work.
+    async fn pin_for(&self, key: &Arc<AgentKey>, wrong: u32) -> Result<PinChoice> {
         if ssh_tpm_tpm::pin_need(&key.key) == PinNeed::None {
-            return Ok((Pin::empty(), false));
+            return Ok((Pin::empty(), false, None));
         }
         if let Some(pin) = self.pins.get(&key.pin_slot) {
-            return Ok((pin, true));
+            return Ok((pin, true, None));
+        }
+        let turn = self.prompt_turn(&key.pin_slot).await;
+        if let Some(pin) = self.pins.get(&key.pin_slot) {
+            tracing::debug!(key = %key.fingerprint(), "PIN accepted during another prompt");
+            return Ok((pin, true, None));
         }
         let tries_left = match self.on_tpm(|tpm| tpm.lockout_status()).await? {
             Ok(status) if status.in_lockout => {
@@ -492,7 +510,18 @@ impl Agent {
         let pin = askpass::ask_pin(&prompt)
             .await
             .map_err(|e| with_key(key, e))?;
-        Ok((pin, false))
+        Ok((pin, false, Some(turn)))
+    }
+
+    /// Waits for this request's turn to prompt for the key with PIN slot `slot`.
+    async fn prompt_turn(&self, slot: &[u8; 32]) -> OwnedMutexGuard<()> {
+        let lock = {
+            let mut prompts = self.prompts.lock().unwrap_or_else(|e| e.into_inner());
+            // Locks nobody holds or waits for belong to finished prompts.
+            prompts.retain(|_, lock| Arc::strong_count(lock) > 1);
+            Arc::clone(prompts.entry(*slot).or_default())
+        };
+        lock.lock_owned().await
     }
 
     /// Runs `job` on the TPM thread and waits for it without blocking other clients. The

@@ -1,6 +1,7 @@
 //! The agent's faults with PINs and key files, end to end against swtpm: a key file
 //! rewritten with another PIN is asked for, never tried with the old cached PIN; a key file
-//! whose public key is damaged is refused by name, and the other keys are still listed.
+//! whose public key is damaged is refused by name, and the other keys are still listed; two
+//! signatures at once with one PIN key share one prompt.
 
 mod support;
 
@@ -19,6 +20,11 @@ use support::{
 /// An executable askpass script in `dir` that prints the contents of the file it returns
 /// (first `pin`), and counts its calls for `askpass_calls`.
 fn askpass_from_file(dir: &Path, pin: &str) -> (PathBuf, PathBuf) {
+    askpass_answering_after(dir, pin, 0)
+}
+
+/// As [`askpass_from_file`], answering only `delay` seconds after it was called.
+fn askpass_answering_after(dir: &Path, pin: &str, delay: u32) -> (PathBuf, PathBuf) {
     let script = dir.join("askpass");
     let answer = dir.join("askpass.answer");
     let calls = dir.join("askpass.calls");
@@ -26,7 +32,7 @@ fn askpass_from_file(dir: &Path, pin: &str) -> (PathBuf, PathBuf) {
     write(
         &script,
         format!(
-            "#!/bin/sh\necho \"called: $*\" >> '{}'\ncat '{}'\n",
+            "#!/bin/sh\necho \"called: $*\" >> '{}'\nsleep {delay}\ncat '{}'\n",
             calls.display(),
             answer.display()
         ),
@@ -186,4 +192,48 @@ fn a_key_file_whose_point_is_off_the_curve_is_refused_and_the_others_are_listed(
     let listed = ssh_add(agent.socket(), &["-l"]);
     assert_ok(&listed, "ssh-add -l after ssh-tpm-add");
     assert_eq!(stdout(&listed).lines().count(), 1, "{}", describe(&listed));
+}
+
+/// Two signatures at once with one PIN key, while the PIN is not cached yet: one prompt
+/// opens, and the request that waited for it signs with the PIN it got accepted.
+#[test]
+fn two_signatures_at_once_share_one_prompt() {
+    let tpm = Swtpm::start();
+    let keys = tempdir();
+    let (key, _) = keygen(&tpm, keys.path(), "id", &["-N", "1234"]);
+    let work = tempdir();
+    // The prompt stays open long enough for the second request to arrive meanwhile.
+    let (askpass, _) = askpass_answering_after(work.path(), "1234", 2);
+    let askpass_path = askpass.to_str().expect("UTF-8 path");
+    let env = [
+        ("SSH_ASKPASS", askpass_path),
+        ("SSH_ASKPASS_REQUIRE", "force"),
+    ];
+    let agent = Agent::serve(&tpm, keys.path(), &env);
+
+    let signers: Vec<_> = ["one", "two"]
+        .into_iter()
+        .map(|name| {
+            let message = work.path().join(name);
+            write(&message, format!("signed at the same time: {name}\n"));
+            let (socket, public) = (agent.socket().to_owned(), key.public.clone());
+            let signer = std::thread::spawn(move || sign_file(&socket, &public, &message));
+            (name, signer)
+        })
+        .collect();
+    for (name, signer) in signers {
+        let out = signer.join().expect("signer thread");
+        assert!(
+            out.status.success(),
+            "{name}: {}\nagent log:\n{}",
+            describe(&out),
+            agent.stderr()
+        );
+        let message = work.path().join(name);
+        assert_ok(
+            &verify_file(work.path(), &key.public_line(), &message),
+            name,
+        );
+    }
+    assert_eq!(askpass_calls(&askpass), 1, "{}", agent.stderr());
 }
