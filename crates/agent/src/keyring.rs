@@ -5,7 +5,7 @@ use std::fs::FileType;
 use std::io::Read;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -216,10 +216,61 @@ pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(format!("{stem}{suffix}"))
 }
 
+/// How long reading a key file, or its `.pub` or `-cert.pub`, may take. One that does not
+/// answer (a link to `/proc/kmsg`, a stalled network file system) is reported and skipped,
+/// instead of holding up the agent's event loop, which reloads keys.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Files whose read has not returned: asked for again, they are skipped at once, so that a
+/// file that never answers costs one stuck thread, not one more at each reload.
+static PENDING_READS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+type ReadResult = std::result::Result<Vec<u8>, String>;
+
+/// The bytes of a key file or its companions (see [`read_small_file_now`]), read on a
+/// thread of its own and waited for at most [`READ_TIMEOUT`].
+fn read_small_file(path: &Path) -> ReadResult {
+    read_within(path, READ_TIMEOUT, read_small_file_now)
+}
+
+/// Runs `read` on `path` on a new thread and waits for it at most `timeout`. A read that
+/// has not returned goes on in the background (nothing can cancel a blocked read(2)).
+fn read_within(
+    path: &Path,
+    timeout: Duration,
+    read: impl FnOnce(&Path) -> ReadResult + Send + 'static,
+) -> ReadResult {
+    let pending = || PENDING_READS.lock().unwrap_or_else(|e| e.into_inner());
+    if pending().iter().any(|p| p == path) {
+        return Err("an earlier read of it has not finished; skipped".into());
+    }
+    pending().push(path.to_path_buf());
+    let (done, result) = mpsc::channel();
+    let owned = path.to_path_buf();
+    let reader = std::thread::Builder::new()
+        .name("key-file-read".into())
+        .spawn(move || {
+            let bytes = read(&owned);
+            pending().retain(|p| *p != owned);
+            let _ = done.send(bytes);
+        });
+    if let Err(e) = reader {
+        pending().retain(|p| p != path);
+        return Err(format!("cannot start a thread to read it: {e}"));
+    }
+    result.recv_timeout(timeout).unwrap_or_else(|_| {
+        Err(format!(
+            "reading it did not finish within {} s (a device behind a link, or a stalled \
+             network file system?); skipped",
+            timeout.as_secs_f32()
+        ))
+    })
+}
+
 /// The bytes of a key file or its companions: a regular file of at most [`MAX_KEY_FILE`]
 /// bytes. Its size is checked before reading, and the read stops past the limit should the
 /// file grow meanwhile.
-fn read_small_file(path: &Path) -> std::result::Result<Vec<u8>, String> {
+fn read_small_file_now(path: &Path) -> ReadResult {
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     if !meta.is_file() {
         return Err(format!("{}, not a key file", file_kind(meta.file_type())));
@@ -795,6 +846,55 @@ mod tests {
         n[0] = 0x45;
         n[255] = 0xC5;
         assert!(check_public(&rsa(n, &[1, 0, 1]), KeySpec::Rsa2048).is_err());
+    }
+
+    /// A read that blocks (a stand-in for `/proc/kmsg` or a stalled NFS mount) fails after
+    /// the timeout, naming why; while it stays blocked, the same file is skipped at once;
+    /// once it returns, the file is read again.
+    #[test]
+    fn a_read_that_blocks_times_out_and_is_not_started_twice() {
+        let path = Path::new("/nowhere/blocking.tpm");
+        let (unblock, blocked) = mpsc::channel::<()>();
+        let started = Instant::now();
+        let timeout = Duration::from_millis(300);
+        let stuck = read_within(path, timeout, move |_| {
+            let _ = blocked.recv();
+            Ok(b"late".to_vec())
+        });
+        let waited = started.elapsed();
+        assert!(
+            waited >= timeout && waited < Duration::from_secs(2),
+            "{waited:?}"
+        );
+        assert_eq!(
+            stuck,
+            Err(
+                "reading it did not finish within 0.3 s (a device behind a link, or a stalled \
+                 network file system?); skipped"
+                    .into()
+            )
+        );
+
+        let again = read_within(path, timeout, |_| panic!("read twice at once"));
+        assert_eq!(
+            again,
+            Err("an earlier read of it has not finished; skipped".into())
+        );
+
+        unblock.send(()).expect("unblock");
+        let freed = || {
+            !PENDING_READS
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|p| p == path)
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !freed() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let read = read_within(path, timeout, |_| Ok(b"key".to_vec()));
+        assert_eq!(read, Ok(b"key".to_vec()));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The agent's faults with PINs and key files, end to end against swtpm: a key file
 //! rewritten with another PIN is asked for, never tried with the old cached PIN; a key file
 //! whose public key is damaged is refused by name, and the other keys are still listed; two
-//! signatures at once with one PIN key share one prompt.
+//! signatures at once with one PIN key share one prompt; a key file that never answers a
+//! read is skipped by name, and the agent serves the others and stops on SIGTERM.
 
 mod support;
 
@@ -236,4 +237,42 @@ fn two_signatures_at_once_share_one_prompt() {
         );
     }
     assert_eq!(askpass_calls(&askpass), 1, "{}", agent.stderr());
+}
+
+/// A key file that never answers a read (a link to /proc/kmsg; needs root, skipped
+/// otherwise): the agent names it, serves the good key beside it, and stops on SIGTERM.
+/// Reading /proc/kmsg takes kernel messages from whoever else reads them, for as long as
+/// the agent runs; the test keeps that short.
+#[test]
+fn a_key_file_that_blocks_is_skipped_and_the_agent_still_serves_and_stops() {
+    let readable = fs::File::open("/proc/kmsg").is_ok();
+    if !support::is_root() || !readable {
+        eprintln!("skipped: /proc/kmsg needs root");
+        return;
+    }
+    let tpm = Swtpm::start();
+    let keys = tempdir();
+    let (good, _) = keygen(&tpm, keys.path(), "id", &["-N", ""]);
+    let blocking = keys.path().join("kmsg.tpm");
+    std::os::unix::fs::symlink("/proc/kmsg", &blocking).expect("symlink");
+
+    let mut agent = Agent::serve(&tpm, keys.path(), &[]);
+    let listed = ssh_add(agent.socket(), &["-l"]);
+    assert_ok(&listed, "ssh-add -l");
+    let fingerprint = support::fingerprint(&good.public);
+    assert!(
+        stdout(&listed).contains(&fingerprint),
+        "{}",
+        describe(&listed)
+    );
+    let log = agent.stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("kmsg.tpm") && l.contains("did not finish within 2 s")),
+        "{log}"
+    );
+    assert!(
+        agent.terminate().is_some(),
+        "SIGTERM did not stop the agent"
+    );
 }
