@@ -119,7 +119,14 @@ impl AgentKey {
             path: path.to_path_buf(),
             reason,
         };
-        let bytes = read_small_file(path).map_err(file_error)?;
+        let bytes = read_small_file(path).map_err(|reason| match read_is_pending(path) {
+            // Its read is stuck: nobody should open the file again.
+            true => Error::KeyFileNotRead {
+                path: path.to_path_buf(),
+                reason,
+            },
+            false => file_error(reason),
+        })?;
         let key = TpmKey::from_bytes(&bytes).map_err(|e| file_error(e.to_string()))?;
         let mut agent_key = AgentKey::new(key, None).map_err(|e| match e {
             Error::Protocol(reason) => file_error(reason),
@@ -241,7 +248,7 @@ fn read_within(
     read: impl FnOnce(&Path) -> ReadResult + Send + 'static,
 ) -> ReadResult {
     let pending = || PENDING_READS.lock().unwrap_or_else(|e| e.into_inner());
-    if pending().iter().any(|p| p == path) {
+    if read_is_pending(path) {
         return Err("an earlier read of it has not finished; skipped".into());
     }
     pending().push(path.to_path_buf());
@@ -265,6 +272,12 @@ fn read_within(
             timeout.as_secs_f32()
         ))
     })
+}
+
+/// Whether a read of `path` has been started and has not returned.
+fn read_is_pending(path: &Path) -> bool {
+    let pending = PENDING_READS.lock().unwrap_or_else(|e| e.into_inner());
+    pending.iter().any(|p| p == path)
 }
 
 /// The bytes of a key file or its companions: a regular file of at most [`MAX_KEY_FILE`]
@@ -511,7 +524,7 @@ fn collect_key_files(dir: &Path, files: &mut Vec<PathBuf>, failures: &mut Vec<Er
         };
         if file_type.is_dir() {
             if named_as_key {
-                failures.push(Error::KeyFile {
+                failures.push(Error::KeyFileNotRead {
                     reason: "a directory, not a key file (the keys inside are loaded)".into(),
                     path: path.clone(),
                 });
@@ -531,12 +544,12 @@ fn collect_key_files(dir: &Path, files: &mut Vec<PathBuf>, failures: &mut Vec<Er
                 } else {
                     ""
                 };
-                failures.push(Error::KeyFile {
+                failures.push(Error::KeyFileNotRead {
                     reason: format!("{via_link}{}, not a key file", file_kind(meta.file_type())),
                     path,
                 })
             }
-            Err(e) => failures.push(Error::KeyFile {
+            Err(e) => failures.push(Error::KeyFileNotRead {
                 reason: unreachable_reason(&path, &e),
                 path,
             }),
@@ -600,7 +613,7 @@ mod tests {
             .load_dir(&dir.0)
             .iter()
             .map(|e| match e {
-                Error::KeyFile { path, reason } => {
+                Error::KeyFile { path, reason } | Error::KeyFileNotRead { path, reason } => {
                     let name = path.strip_prefix(&dir.0).unwrap_or(path);
                     format!("{}: {reason}", name.display())
                 }

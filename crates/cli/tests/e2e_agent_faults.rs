@@ -2,7 +2,8 @@
 //! rewritten with another PIN is asked for, never tried with the old cached PIN; a key file
 //! whose public key is damaged is refused by name, and the other keys are still listed; two
 //! signatures at once with one PIN key share one prompt; a key file that never answers a
-//! read is skipped by name, and the agent serves the others and stops on SIGTERM.
+//! read, or a FIFO named like one, is skipped by name, and the agent serves the others and
+//! stops on SIGTERM.
 
 mod support;
 
@@ -269,6 +270,37 @@ fn a_key_file_that_blocks_is_skipped_and_the_agent_still_serves_and_stops() {
     assert!(
         log.lines()
             .any(|l| l.contains("kmsg.tpm") && l.contains("did not finish within 2 s")),
+        "{log}"
+    );
+    assert!(
+        agent.terminate().is_some(),
+        "SIGTERM did not stop the agent"
+    );
+}
+
+/// A FIFO named like a key file, which no one writes: the agent names it without opening
+/// it (opening a FIFO waits for a writer), serves the good key, and stops on SIGTERM.
+#[test]
+fn a_fifo_named_like_a_key_is_skipped_and_the_agent_still_serves_and_stops() {
+    let tpm = Swtpm::start();
+    let keys = tempdir();
+    let (good, _) = keygen(&tpm, keys.path(), "id", &["-N", ""]);
+    let fifo = keys.path().join("fifo.tpm");
+    assert_ok(&run(support::tool("mkfifo").arg(&fifo)), "mkfifo");
+
+    let mut agent = Agent::serve(&tpm, keys.path(), &[]);
+    let listed = ssh_add(agent.socket(), &["-l"]);
+    assert_ok(&listed, "ssh-add -l");
+    let fingerprint = support::fingerprint(&good.public);
+    assert!(
+        stdout(&listed).contains(&fingerprint),
+        "{}",
+        describe(&listed)
+    );
+    let log = agent.stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("fifo.tpm: a FIFO, not a key file")),
         "{log}"
     );
     assert!(
