@@ -11,7 +11,7 @@ use crate::target::TpmTarget;
 
 /// How long a request waits for a lost TPM to come back before it fails with
 /// [`Error::ConnectionLost`]. The thread goes on: the next request tries again.
-pub const RECONNECT_PATIENCE: Duration = Duration::from_secs(3);
+const RECONNECT_PATIENCE: Duration = Duration::from_secs(3);
 /// The pause between two attempts to open the TPM again.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
 
