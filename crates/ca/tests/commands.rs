@@ -11,6 +11,10 @@ use clap::Parser as _;
 use ssh_tpm_ca::cli::{run, run_to, Args};
 use ssh_tpm_ca::{CaError, Config};
 
+#[path = "support/tls.rs"]
+mod tls;
+use tls::tls_files;
+
 fn ca(dir: &Path, args: &[&str]) -> Result<(), CaError> {
     let config = dir.join("ca.toml");
     let mut argv = vec!["ssh-tpm-ca", "--config", config.to_str().unwrap()];
@@ -168,35 +172,6 @@ fn a_config_above_24_hours_does_not_start() {
     std::fs::write(&path, text).unwrap();
     let e = ca(d, &["serve"]).unwrap_err();
     assert!(e.to_string().contains("24 hours"), "{e}");
-}
-
-/// A self-signed certificate for 127.0.0.1, by the openssl command.
-fn tls_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=ssh-tpm-ca test"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is needed for this test (Debian: openssl)");
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    (cert, key)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

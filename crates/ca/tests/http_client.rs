@@ -4,8 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use axum::routing::get;
 use axum::{Json, Router};
@@ -14,34 +13,9 @@ use ssh_tpm_ca::compliance::ComplianceClient;
 use ssh_tpm_ca::oidc::{TokenError, TokenVerifier};
 use ssh_tpm_ca::Config;
 
-/// A self-signed certificate for 127.0.0.1 (its own root), by the openssl command.
-fn tls_files(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("service.crt"), dir.join("service.key"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=private service"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is needed for this test (Debian: openssl)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
-}
+#[path = "support/tls.rs"]
+mod tls;
+use tls::tls_files;
 
 /// A compliance service over TLS with the private certificate; returns its base URL.
 async fn private_service(cert: &Path, key: &Path) -> String {

@@ -7,7 +7,6 @@
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,44 +14,21 @@ use axum::extract::connect_info::MockConnectInfo;
 use ssh_tpm_ca::serve::Timeouts;
 use ssh_tpm_ca::{Authority, Config};
 
+#[path = "support/tls.rs"]
+mod tls;
+use tls::tls_files;
+
 /// Short timeouts, so that the tests do not wait 10 s each.
 const TIMEOUTS: Timeouts = Timeouts {
     header_read: Duration::from_millis(700),
     tls_handshake: Duration::from_millis(700),
 };
 
-/// A self-signed certificate for 127.0.0.1, by the openssl command.
-fn tls_files(dir: &Path) -> (String, String) {
-    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=ssh-tpm-ca test"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is needed for this test (Debian: openssl)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert.display().to_string(), key.display().to_string())
-}
-
 /// A CA (with TLS when `tls`) and `extra` configuration lines.
 async fn authority(dir: &Path, tls: bool, extra: &str) -> Arc<Authority> {
     let tls = if tls {
         let (cert, key) = tls_files(dir);
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
         format!("tls_cert = {cert:?}\ntls_key = {key:?}\n")
     } else {
         String::new()
