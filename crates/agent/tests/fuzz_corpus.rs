@@ -6,7 +6,12 @@
 //! covers the neighbourhood of every request kind even where nobody ran the fuzzer.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+#[path = "../../../fuzz/harness/corpus.rs"]
+mod corpus;
+
+use std::path::Path;
+
+use corpus::{corpus, corpus_dir, is_seed};
 
 use ssh_tpm_agent_core::addkey;
 use ssh_tpm_agent_core::constraint::{Constraints, Destination, Hop};
@@ -17,24 +22,6 @@ use ssh_tpm_keyfile::TpmKey;
 use ssh_tpm_tpm::TpmService;
 
 const FAILURE: u8 = 5;
-
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/agent")
-}
-
-fn corpus() -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = corpus_dir();
-    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .map(|path| {
-            let bytes = std::fs::read(&path).unwrap();
-            (path, bytes)
-        })
-        .collect();
-    files.sort();
-    files
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     // No prompt may run (a key added with -c would start ssh-askpass), and a paused clock
@@ -79,7 +66,7 @@ fn serve(runtime: &tokio::runtime::Runtime, data: &[u8]) -> Vec<Vec<u8>> {
 #[test]
 fn corpus_replays_without_panics() {
     let runtime = runtime();
-    let files = corpus();
+    let files = corpus("agent");
     assert!(files.len() >= 20, "the corpus has {} files", files.len());
     for (path, bytes) in &files {
         let result = std::panic::catch_unwind(|| serve(&runtime, bytes));
@@ -92,7 +79,7 @@ fn corpus_replays_without_panics() {
 #[test]
 fn seeds_reach_the_requests_they_name() {
     let runtime = runtime();
-    let seed = |name: &str| std::fs::read(corpus_dir().join(name)).unwrap();
+    let seed = |name: &str| std::fs::read(corpus_dir("agent").join(name)).unwrap();
     let replies = serve(&runtime, &seed("seed-add-list-sign-remove"));
     let kinds: Vec<u8> = replies.iter().map(|r| r[0]).collect();
     // Added, listed (answer 12), sign fails without a TPM, removed, listed again.
@@ -108,7 +95,7 @@ fn seeds_reach_the_requests_they_name() {
 #[test]
 fn seeds_cut_short_or_with_flipped_bytes_never_panic() {
     let runtime = runtime();
-    for (path, bytes) in corpus().iter().filter(|(p, _)| is_seed(p)) {
+    for (path, bytes) in corpus("agent").iter().filter(|(p, _)| is_seed(p)) {
         let name = path.display();
         for len in 0..bytes.len() {
             let cut = std::panic::catch_unwind(|| serve(&runtime, &bytes[..len]));
@@ -123,11 +110,6 @@ fn seeds_cut_short_or_with_flipped_bytes_never_panic() {
             assert!(result.is_ok(), "{name}: flipping byte {at} panics");
         }
     }
-}
-
-fn is_seed(path: &Path) -> bool {
-    path.file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with("seed-"))
 }
 
 // Writing the seeds: `cargo test -p ssh-tpm-agent-core --test fuzz_corpus -- --ignored`.
@@ -250,7 +232,7 @@ fn write_seeds() {
         ("seed-oversized", [0, 4, 0, 1, 11].to_vec()),
         ("seed-half-message", [0, 0, 0, 9, 13, 0].to_vec()),
     ];
-    let dir = corpus_dir();
+    let dir = corpus_dir("agent");
     std::fs::create_dir_all(&dir).unwrap();
     for (name, bytes) in seeds {
         std::fs::write(dir.join(name), bytes).unwrap();

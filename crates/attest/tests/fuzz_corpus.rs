@@ -7,39 +7,19 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "../../../fuzz/harness/corpus.rs"]
+mod corpus;
+
 #[path = "../../../fuzz/harness/attest.rs"]
 mod harness;
 
-use std::path::{Path, PathBuf};
+use corpus::{corpus, corpus_dir, is_seed};
 
 use harness::{join, Mode};
 
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/attest")
-}
-
-fn corpus() -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = corpus_dir();
-    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .map(|path| {
-            let bytes = std::fs::read(&path).unwrap();
-            (path, bytes)
-        })
-        .collect();
-    files.sort();
-    files
-}
-
-fn is_seed(path: &Path) -> bool {
-    path.file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with("seed-"))
-}
-
 #[test]
 fn corpus_replays_without_panics() {
-    let files = corpus();
+    let files = corpus("attest");
     assert!(files.len() >= 30, "the corpus has {} files", files.len());
     for (path, bytes) in &files {
         let result = std::panic::catch_unwind(|| harness::run(bytes));
@@ -55,7 +35,7 @@ fn corpus_replays_without_panics() {
 /// the ones made from evidence the CA must refuse.
 #[test]
 fn seeds_get_through() {
-    for (path, bytes) in corpus().iter().filter(|(p, _)| is_seed(p)) {
+    for (path, bytes) in corpus("attest").iter().filter(|(p, _)| is_seed(p)) {
         let name = path.file_name().unwrap().to_string_lossy();
         let refused = name.contains("-refused-");
         assert_eq!(harness::run(bytes), !refused, "{name}");
@@ -64,7 +44,7 @@ fn seeds_get_through() {
 
 #[test]
 fn seeds_cut_short_or_with_flipped_bytes_never_panic() {
-    for (path, bytes) in corpus().iter().filter(|(p, _)| is_seed(p)) {
+    for (path, bytes) in corpus("attest").iter().filter(|(p, _)| is_seed(p)) {
         let name = path.display();
         // About 50 cuts and 25 flips a seed: the flipped ones mostly reach a signature
         // check, which is slow in a debug build.
@@ -194,7 +174,7 @@ fn write_seeds() {
         seeds.push((format!("seed-ekcert-{name}"), join(Mode::EkCert, &[&der])));
     }
 
-    let dir = corpus_dir();
+    let dir = corpus_dir("attest");
     std::fs::create_dir_all(&dir).unwrap();
     for (name, bytes) in seeds {
         std::fs::write(dir.join(name), bytes).unwrap();

@@ -8,49 +8,30 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "../../../fuzz/harness/corpus.rs"]
+mod corpus;
+
 #[path = "../../../fuzz/harness/ca_request.rs"]
 mod harness;
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
+
+use corpus::{corpus, corpus_dir, is_seed};
 
 use harness::{input, Endpoint, Harness};
 use serde_json::json;
 use ssh_tpm_attest::b64;
 use ssh_tpm_attest::protocol::{CertificateRequest, Evidence, QuoteEvidence};
 
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/ca_request")
-}
-
-fn corpus() -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = corpus_dir();
-    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .map(|path| {
-            let bytes = std::fs::read(&path).unwrap();
-            (path, bytes)
-        })
-        .collect();
-    files.sort();
-    files
-}
-
 fn seed(name: &str) -> Vec<u8> {
-    std::fs::read(corpus_dir().join(name)).unwrap()
-}
-
-fn is_seed(path: &Path) -> bool {
-    path.file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with("seed-"))
+    std::fs::read(corpus_dir("ca_request").join(name)).unwrap()
 }
 
 #[test]
 fn corpus_replays_without_panics() {
     let harness = Harness::new();
-    let files = corpus();
+    let files = corpus("ca_request");
     assert!(files.len() >= 20, "the corpus has {} files", files.len());
     for (path, bytes) in &files {
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| harness.run(bytes)));
@@ -93,7 +74,7 @@ fn a_body_over_the_cap_is_refused_as_json() {
 #[test]
 fn seeds_cut_short_or_with_flipped_bytes_never_panic() {
     let harness = Harness::new();
-    for (path, bytes) in corpus().iter().filter(|(p, _)| is_seed(p)) {
+    for (path, bytes) in corpus("ca_request").iter().filter(|(p, _)| is_seed(p)) {
         let name = path.display();
         // The large seeds (with evidence in them) at every 97th byte, the others at every 7th.
         let step = if bytes.len() > 1000 { 97 } else { 7 };
@@ -260,7 +241,7 @@ fn write_seeds() {
         ),
         ("seed-unknown-path", input(Endpoint::Unknown, b"{}")),
     ];
-    let dir = corpus_dir();
+    let dir = corpus_dir("ca_request");
     std::fs::create_dir_all(&dir).unwrap();
     for (name, bytes) in seeds {
         std::fs::write(dir.join(name), bytes).unwrap();

@@ -5,23 +5,12 @@
 //! each real file even where nobody ran the fuzzer.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+#[path = "../../../fuzz/harness/corpus.rs"]
+mod corpus;
+
+use corpus::{corpus, is_seed};
 
 use ssh_tpm_keyfile::{Error, TpmKey};
-
-fn corpus() -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/keyfile");
-    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .map(|path| {
-            let bytes = std::fs::read(&path).unwrap();
-            (path, bytes)
-        })
-        .collect();
-    files.sort();
-    files
-}
 
 /// The fuzz target's property.
 fn check(data: &[u8]) -> Result<(), Error> {
@@ -39,7 +28,7 @@ fn check(data: &[u8]) -> Result<(), Error> {
 
 #[test]
 fn corpus_replays_without_panics_and_round_trips() {
-    let files = corpus();
+    let files = corpus("keyfile");
     assert!(files.len() >= 30, "the corpus has {} files", files.len());
     let mut read = 0;
     for (path, bytes) in &files {
@@ -59,7 +48,7 @@ fn corpus_replays_without_panics_and_round_trips() {
 
 #[test]
 fn seeds_cut_short_or_with_a_flipped_byte_never_panic() {
-    for (path, bytes) in corpus().iter().filter(|(p, _)| is_seed(p)) {
+    for (path, bytes) in corpus("keyfile").iter().filter(|(p, _)| is_seed(p)) {
         // DER inside the PEM seeds, so that cuts and flips hit the structure, not base64.
         let der = match TpmKey::from_bytes(bytes) {
             Ok(key) => key.to_der(),
@@ -79,9 +68,4 @@ fn seeds_cut_short_or_with_a_flipped_byte_never_panic() {
             let _ = check(&flipped);
         }
     }
-}
-
-fn is_seed(path: &Path) -> bool {
-    path.file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with("seed-"))
 }
