@@ -60,7 +60,8 @@ pub fn parse_pcrs(args: &[String]) -> Result<PcrPolicy, CaError> {
     for arg in args {
         let usage = || {
             CaError::Usage(format!(
-                "--pcr {arg}: expected INDEX=HEX with INDEX 0-23 and a SHA-256 value (64 hex digits)"
+                "--pcr {arg}: expected INDEX=HEX with INDEX 0-23 and a SHA-256 value \
+                 (64 hex digits)"
             ))
         };
         let (index, hex) = arg.split_once('=').ok_or_else(usage)?;

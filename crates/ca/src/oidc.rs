@@ -180,7 +180,11 @@ impl TokenVerifier {
                 ))
             })?;
         let jwks = metadata.jwks().clone();
-        tracing::info!(issuer = %self.config.issuer, keys = jwks.keys().len(), "OpenID provider discovered");
+        tracing::info!(
+            issuer = %self.config.issuer,
+            keys = jwks.keys().len(),
+            "OpenID provider discovered"
+        );
         Ok(Provider {
             metadata,
             jwks,
