@@ -55,12 +55,6 @@ pub enum Error {
     #[error("{path}: {reason}")]
     KeyFile { path: PathBuf, reason: String },
 
-    /// A `*.tpm` entry that is not read: not a regular file (a FIFO, a device), or a file
-    /// whose read did not finish in time. Apart from [`Error::KeyFile`] so that nobody opens
-    /// it again to explain the failure: opening a FIFO blocks until a writer comes.
-    #[error("{path}: {reason}")]
-    KeyFileNotRead { path: PathBuf, reason: String },
-
     #[error("socket {path}: {reason}")]
     Socket { path: PathBuf, reason: String },
 

@@ -119,14 +119,7 @@ impl AgentKey {
             path: path.to_path_buf(),
             reason,
         };
-        let bytes = read_small_file(path).map_err(|reason| match read_is_pending(path) {
-            // Its read is stuck: nobody should open the file again.
-            true => Error::KeyFileNotRead {
-                path: path.to_path_buf(),
-                reason,
-            },
-            false => file_error(reason),
-        })?;
+        let bytes = read_small_file(path).map_err(file_error)?;
         let key = TpmKey::from_bytes(&bytes).map_err(|e| file_error(e.to_string()))?;
         let mut agent_key = AgentKey::new(key, None).map_err(|e| match e {
             Error::Protocol(reason) => file_error(reason),
@@ -236,6 +229,10 @@ type ReadResult = std::result::Result<Vec<u8>, String>;
 
 /// The bytes of a key file or its companions (see [`read_small_file_now`]), read on a
 /// thread of its own and waited for at most [`READ_TIMEOUT`].
+/// What to do when a key file cannot be read for want of permission (EACCES).
+pub const UNREADABLE_KEY_HINT: &str =
+    "check the file's owner and mode (key files are 0600, owned by you)";
+
 fn read_small_file(path: &Path) -> ReadResult {
     read_within(path, READ_TIMEOUT, read_small_file_now)
 }
@@ -294,7 +291,10 @@ fn read_small_file_now(path: &Path) -> ReadResult {
     if meta.len() > MAX_KEY_FILE {
         return Err(too_large(meta.len()));
     }
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => format!("{e}; {UNREADABLE_KEY_HINT}"),
+        _ => e.to_string(),
+    })?;
     let mut bytes = Vec::new();
     file.take(MAX_KEY_FILE + 1)
         .read_to_end(&mut bytes)
@@ -524,7 +524,7 @@ fn collect_key_files(dir: &Path, files: &mut Vec<PathBuf>, failures: &mut Vec<Er
         };
         if file_type.is_dir() {
             if named_as_key {
-                failures.push(Error::KeyFileNotRead {
+                failures.push(Error::KeyFile {
                     reason: "a directory, not a key file (the keys inside are loaded)".into(),
                     path: path.clone(),
                 });
@@ -544,12 +544,12 @@ fn collect_key_files(dir: &Path, files: &mut Vec<PathBuf>, failures: &mut Vec<Er
                 } else {
                     ""
                 };
-                failures.push(Error::KeyFileNotRead {
+                failures.push(Error::KeyFile {
                     reason: format!("{via_link}{}, not a key file", file_kind(meta.file_type())),
                     path,
                 })
             }
-            Err(e) => failures.push(Error::KeyFileNotRead {
+            Err(e) => failures.push(Error::KeyFile {
                 reason: unreachable_reason(&path, &e),
                 path,
             }),
@@ -613,7 +613,7 @@ mod tests {
             .load_dir(&dir.0)
             .iter()
             .map(|e| match e {
-                Error::KeyFile { path, reason } | Error::KeyFileNotRead { path, reason } => {
+                Error::KeyFile { path, reason } => {
                     let name = path.strip_prefix(&dir.0).unwrap_or(path);
                     format!("{}: {reason}", name.display())
                 }

@@ -28,9 +28,7 @@ pub enum CliError {
     Usage(String),
 }
 
-/// What to do when a key file cannot be read for want of permission (EACCES).
-pub const UNREADABLE_KEY_HINT: &str =
-    "check the file's owner and mode (key files are 0600, owned by you)";
+pub use ssh_tpm_agent_core::keyring::UNREADABLE_KEY_HINT;
 
 impl CliError {
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {

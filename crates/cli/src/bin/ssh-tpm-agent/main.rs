@@ -191,21 +191,7 @@ fn watch_key_dir(agent: Arc<Agent>, dir: PathBuf) {
 /// Loads (or reloads) every key file under `dir`, reporting each one that fails.
 fn load_keys(agent: &Agent, dir: &std::path::Path) {
     for failure in agent.keyring().load_dir(dir) {
-        tracing::warn!("not loaded: {failure}{}", unreadable_hint(&failure));
-    }
-}
-
-/// The hint for a key file the agent may not read (EACCES), checked again on the file
-/// itself, since the keyring's error carries the reason as text only.
-fn unreadable_hint(failure: &ssh_tpm_agent_core::Error) -> String {
-    match failure {
-        ssh_tpm_agent_core::Error::KeyFile { path, .. }
-            if std::fs::File::open(path)
-                .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied) =>
-        {
-            format!("; {}", ssh_tpm::error::UNREADABLE_KEY_HINT)
-        }
-        _ => String::new(),
+        tracing::warn!("not loaded: {failure}");
     }
 }
 
