@@ -225,16 +225,17 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// file that never answers costs one stuck thread, not one more at each reload.
 static PENDING_READS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-type ReadResult = std::result::Result<Vec<u8>, String>;
+/// A file's bytes, or why they were not read.
+pub type ReadResult = std::result::Result<Vec<u8>, String>;
 
-/// The bytes of a key file or its companions (see [`read_small_file_now`]), read on a
-/// thread of its own and waited for at most [`READ_TIMEOUT`].
 /// What to do when a key file cannot be read for want of permission (EACCES).
 pub const UNREADABLE_KEY_HINT: &str =
     "check the file's owner and mode (key files are 0600, owned by you)";
 
+/// The bytes of a key file or its companions (see [`read_bounded`]), read on a thread of its
+/// own and waited for at most [`READ_TIMEOUT`].
 fn read_small_file(path: &Path) -> ReadResult {
-    read_within(path, READ_TIMEOUT, read_small_file_now)
+    read_within(path, READ_TIMEOUT, |path| read_bounded(path, "key file"))
 }
 
 /// Runs `read` on `path` on a new thread and waits for it at most `timeout`. A read that
@@ -277,16 +278,21 @@ fn read_is_pending(path: &Path) -> bool {
     pending.iter().any(|p| p == path)
 }
 
-/// The bytes of a key file or its companions: a regular file of at most [`MAX_KEY_FILE`]
-/// bytes. Its size is checked before reading, and the read stops past the limit should the
-/// file grow meanwhile.
-fn read_small_file_now(path: &Path) -> ReadResult {
+/// The bytes of a key file or its companions (`what` names it in errors): a regular file of
+/// at most [`MAX_KEY_FILE`] bytes. Its size is checked before reading, and the read stops
+/// past the limit should the file grow meanwhile. The error is the reason alone, without
+/// the file's name; a permission error carries [`UNREADABLE_KEY_HINT`].
+///
+/// # Errors
+///
+/// Why the file was not read.
+pub fn read_bounded(path: &Path, what: &str) -> ReadResult {
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     if !meta.is_file() {
-        return Err(format!("{}, not a key file", file_kind(meta.file_type())));
+        return Err(format!("{}, not a {what}", file_kind(meta.file_type())));
     }
     let too_large = |size: u64| {
-        format!("{size} bytes is too large for a key file (at most {MAX_KEY_FILE} bytes); not read")
+        format!("{size} bytes is too large for a {what} (at most {MAX_KEY_FILE} bytes); not read")
     };
     if meta.len() > MAX_KEY_FILE {
         return Err(too_large(meta.len()));

@@ -54,8 +54,9 @@ fn a_huge_certificate_is_not_read_and_the_key_is_added() {
     let agent = Agent::serve(&tpm, empty.path(), &[]);
 
     let out = add_and_list(&agent, &key);
-    let reason =
-        format!("is {size} bytes, too large for a certificate (at most {MAX_KEY_FILE} bytes)");
+    let reason = format!(
+        "{size} bytes is too large for a certificate (at most {MAX_KEY_FILE} bytes); not read"
+    );
     expect_warning(&out, &cert, &reason);
 }
 
@@ -71,7 +72,7 @@ fn an_unreadable_certificate_is_named_and_the_key_is_added() {
 
     std::fs::create_dir(&cert).expect("a directory as the certificate");
     let out = add_and_list(&agent, &key);
-    expect_warning(&out, &cert, "is not a regular file, so not a certificate");
+    expect_warning(&out, &cert, "a directory, not a certificate");
 
     std::fs::remove_dir(&cert).expect("remove the directory");
     std::fs::write(&cert, "not a certificate\n").expect("garbage certificate");

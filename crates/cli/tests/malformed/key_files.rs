@@ -99,7 +99,7 @@ pub fn cases() -> Vec<Case> {
         Case {
             name: "directory",
             content: Content::Directory,
-            error: r#"ssh-tpm-add: {file} is not a regular file, so not a key file"#,
+            error: r#"ssh-tpm-add: cannot read {file}: a directory, not a key file"#,
         },
         bytes(
             "empty",
@@ -200,7 +200,7 @@ pub fn cases() -> Vec<Case> {
         bytes(
             "huge",
             huge,
-            r#"ssh-tpm-add: {file} is 204800 bytes, too large for a key file (at most 65536 bytes)"#,
+            r#"ssh-tpm-add: cannot read {file}: 204800 bytes is too large for a key file (at most 65536 bytes); not read"#,
         ),
         bytes(
             "binary noise",

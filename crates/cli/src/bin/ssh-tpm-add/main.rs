@@ -4,7 +4,6 @@
 mod cli;
 mod destination;
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -14,7 +13,7 @@ use ssh_tpm::CliError;
 use ssh_tpm_agent_core::cert::CertBlob;
 use ssh_tpm_agent_core::client;
 use ssh_tpm_agent_core::constraint::Constraints;
-use ssh_tpm_agent_core::keyring::{sibling, MAX_KEY_FILE};
+use ssh_tpm_agent_core::keyring::{read_bounded, sibling};
 use ssh_tpm_agent_core::known_hosts;
 use ssh_tpm_agent_core::AgentKey;
 use ssh_tpm_keyfile::TpmKey;
@@ -112,66 +111,23 @@ fn read_certificate(cert_path: &Path) -> Option<CertBlob> {
     if std::fs::symlink_metadata(cert_path).is_err() {
         return None;
     }
-    let parsed = read_small_file(cert_path, "certificate")
-        .and_then(|bytes| {
-            String::from_utf8(bytes).map_err(|_| CliError::Usage("not UTF-8 text".into()))
-        })
+    let parsed = read_bounded(cert_path, "certificate")
+        .and_then(|bytes| String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned()))
         .and_then(|text| {
-            CertBlob::from_openssh(text.trim())
-                .map_err(|e| CliError::Usage(format!("unreadable certificate: {e}")))
+            CertBlob::from_openssh(text.trim()).map_err(|e| format!("unreadable certificate: {e}"))
         });
     parsed
-        .map_err(|e| {
+        .map_err(|reason| {
             eprintln!(
-                "ssh-tpm-add: warning: {}: {}; adding the key without its certificate",
-                cert_path.display(),
-                error_text(&e)
+                "ssh-tpm-add: warning: {}: {reason}; adding the key without its certificate",
+                cert_path.display()
             );
         })
         .ok()
 }
 
-/// An error's text without the file name that [`read_small_file`] puts first.
-fn error_text(e: &CliError) -> String {
-    match e {
-        CliError::Io { source, .. } => source.to_string(),
-        other => other.to_string(),
-    }
-}
-
+/// The key file's bytes, by the agent's own limits.
 fn read_key_file(file: &Path) -> Result<Vec<u8>, CliError> {
-    read_small_file(file, "key file").map_err(|e| match e {
-        CliError::Usage(reason) => CliError::Usage(format!("{} {reason}", file.display())),
-        CliError::Io { source, .. } => CliError::read_key_file(file, source),
-        other => other,
-    })
-}
-
-/// The bytes of a key file or a certificate: a regular file of at most [`MAX_KEY_FILE`]
-/// bytes (the agent's limit), checked before reading; the read stops past the limit
-/// should the file grow meanwhile. A `Usage` error's text follows the file name.
-fn read_small_file(file: &Path, what: &str) -> Result<Vec<u8>, CliError> {
-    let cannot = |e| CliError::io(format!("cannot read {}", file.display()), e);
-    let meta = std::fs::metadata(file).map_err(cannot)?;
-    if !meta.is_file() {
-        return Err(CliError::Usage(format!(
-            "is not a regular file, so not a {what}"
-        )));
-    }
-    let too_large = |size: u64| {
-        CliError::Usage(format!(
-            "is {size} bytes, too large for a {what} (at most {MAX_KEY_FILE} bytes)"
-        ))
-    };
-    if meta.len() > MAX_KEY_FILE {
-        return Err(too_large(meta.len()));
-    }
-    let mut bytes = Vec::new();
-    std::fs::File::open(file)
-        .and_then(|f| f.take(MAX_KEY_FILE + 1).read_to_end(&mut bytes))
-        .map_err(cannot)?;
-    if bytes.len() as u64 > MAX_KEY_FILE {
-        return Err(too_large(bytes.len() as u64));
-    }
-    Ok(bytes)
+    read_bounded(file, "key file")
+        .map_err(|reason| CliError::Usage(format!("cannot read {}: {reason}", file.display())))
 }
