@@ -183,12 +183,7 @@ pub(crate) fn unreachable(what: &str, error: &reqwest::Error) -> Error {
     let reason = if error.is_timeout() {
         "no answer in time; check the network, or try again later".to_string()
     } else {
-        let mut reason = error.to_string();
-        let mut source = std::error::Error::source(error);
-        while let Some(inner) = source {
-            reason = format!("{reason}: {inner}");
-            source = inner.source();
-        }
+        let reason = crate::error::chain(error);
         match tls_hint(&reason) {
             Some(hint) => format!("{hint} ({reason})"),
             None => reason,

@@ -19,7 +19,7 @@ use ssh_tpm_attest::protocol::InfoResponse;
 use zeroize::Zeroizing;
 
 use crate::client::{is_loopback, HttpOptions};
-use crate::error::{Error, Result};
+use crate::error::{chain, Error, Result};
 
 pub use callback::{Callback, CallbackServer, CALLBACK_PATH};
 
@@ -308,15 +308,4 @@ fn claims_error(error: &ClaimsVerificationError) -> String {
         }
         other => format!("the ID token does not check out: {}", chain(other)),
     }
-}
-
-/// An error and its sources on one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text = format!("{text}: {inner}");
-        source = inner.source();
-    }
-    text
 }
