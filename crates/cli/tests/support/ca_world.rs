@@ -263,7 +263,8 @@ impl CaServer {
         self.run_ok(&["audit"])
     }
 
-    /// The refusal lines of the audit log (`at=… ENDPOINT code=… user=… device=… detail: …`).
+    /// The refusal lines of the audit log
+    /// (`at=… ENDPOINT code=… user=… device=… detail: …`).
     pub fn refusals(&self) -> Vec<String> {
         let audit = self.audit();
         let section = audit.split("# refusals").nth(1).unwrap_or_default();
