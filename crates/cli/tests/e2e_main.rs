@@ -722,7 +722,7 @@ fn ssh_tpm_add_refuses_what_is_not_a_regular_file() {
     let out = run_within(&mut add, b"", Duration::from_secs(10)).expect("ssh-tpm-add hung");
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("not a regular file"),
+        stderr(&out).contains("a FIFO, not a key file"),
         "{}",
         describe(&out)
     );
